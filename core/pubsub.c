@@ -1,0 +1,90 @@
+/* pubsub.c — conat PubSub: fire and forget, self-echo, no history. */
+#include "client-private.h"
+
+struct _ConatPubsub {
+  ConatClient *client;    /* borrowed: close channels before the client */
+  char *scope, *path, *name;
+  ConatMessageFunc func;
+  gpointer user_data;
+  GDestroyNotify destroy;
+  ConatBackendSub *sub;   /* owned */
+};
+
+static void
+on_message (GBytes *message, gpointer user_data)
+{
+  ConatPubsub *ps = user_data;
+
+  ps->func (ps, message, ps->user_data);
+}
+
+ConatPubsub *
+conat_pubsub_open (ConatClient *client, const char *scope, const char *path, const char *name,
+                   ConatMessageFunc func, gpointer user_data, GDestroyNotify destroy,
+                   GError **error)
+{
+  ConatBackend *backend = client->backend;
+  ConatPubsub *ps;
+
+  if (scope == NULL || *scope == '\0' || name == NULL || *name == '\0')
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_INVALID_NAME,
+                   "a channel needs a scope and a name");
+      return NULL;
+    }
+  ps = g_new0 (ConatPubsub, 1);
+  ps->client = client;
+  ps->scope = g_strdup (scope);
+  ps->path = g_strdup (path);
+  ps->name = g_strdup (name);
+  ps->func = func;
+  ps->user_data = user_data;
+  ps->destroy = destroy;
+  ps->sub = backend->klass->subscribe (backend, scope, path, name, on_message, ps, error);
+  if (ps->sub == NULL)
+    {
+      ps->destroy = NULL;
+      conat_pubsub_close (ps);
+      return NULL;
+    }
+  return ps;
+}
+
+gboolean
+conat_pubsub_publish (ConatPubsub *ps, GBytes *message, GError **error)
+{
+  ConatBackend *backend = ps->client->backend;
+  gsize max = backend->klass->max_message_size (backend);
+
+  if (g_bytes_get_size (message) > max)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_TOO_BIG,
+                   "message of %zu bytes is over the limit of %zu bytes",
+                   g_bytes_get_size (message), max);
+      return FALSE;
+    }
+  return backend->klass->publish (backend, ps->scope, ps->path, ps->name, message, error);
+}
+
+gsize
+conat_pubsub_max_message_size (ConatPubsub *ps)
+{
+  ConatBackend *backend = ps->client->backend;
+
+  return backend->klass->max_message_size (backend);
+}
+
+void
+conat_pubsub_close (ConatPubsub *ps)
+{
+  if (ps == NULL)
+    return;
+  if (ps->sub)
+    ps->client->backend->klass->unsubscribe (ps->sub);
+  if (ps->destroy)
+    ps->destroy (ps->user_data);
+  g_free (ps->scope);
+  g_free (ps->path);
+  g_free (ps->name);
+  g_free (ps);
+}
