@@ -144,6 +144,11 @@ ConatDkv *conat_dkv_open (ConatClient *client, const ConatDkvOptions *opts, GErr
 void conat_dkv_close (ConatDkv *kv);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ConatDkv, conat_dkv_close)
 
+/* Keep the instance's memory past its last close (calls then fail with
+ * CONAT_ERROR_CLOSED) until the matching unref.  Not an open reference. */
+ConatDkv *conat_dkv_ref (ConatDkv *kv);
+void conat_dkv_unref (ConatDkv *kv);
+
 const char *conat_dkv_scope (ConatDkv *kv);
 const char *conat_dkv_name (ConatDkv *kv);
 

@@ -129,8 +129,8 @@ rejection_free (gpointer p)
   g_free (r);
 }
 
-static ConatDkv *
-dkv_ref (ConatDkv *kv)
+ConatDkv *
+conat_dkv_ref (ConatDkv *kv)
 {
   g_atomic_int_inc (&kv->refs);
   return kv;
@@ -146,8 +146,8 @@ watcher_unref (Watcher *w)
   g_free (w);
 }
 
-static void
-dkv_unref (ConatDkv *kv)
+void
+conat_dkv_unref (ConatDkv *kv)
 {
   if (!g_atomic_int_dec_and_test (&kv->refs))
     return;
@@ -196,7 +196,7 @@ saver_enqueue (ConatDkv *kv)
     return;
 
   g_mutex_lock (&client->lock);
-  g_queue_push_tail (&client->saver_queue, dkv_ref (kv));
+  g_queue_push_tail (&client->saver_queue, conat_dkv_ref (kv));
   g_cond_broadcast (&client->saver_cond);
   g_mutex_unlock (&client->lock);
 }
@@ -462,7 +462,7 @@ conat_dkv_open (ConatClient *client, const ConatDkvOptions *opts, GError **error
                                           on_load, on_change, kv, &kv->loaded_revision, error);
   if (kv->store == NULL)
     {
-      dkv_unref (kv);
+      conat_dkv_unref (kv);
       return NULL;
     }
 
@@ -481,7 +481,7 @@ conat_dkv_open (ConatClient *client, const ConatDkvOptions *opts, GError **error
   if (other != NULL)
     {
       backend->klass->store_close (kv->store);
-      dkv_unref (kv);
+      conat_dkv_unref (kv);
       return other;
     }
   return kv;
@@ -516,7 +516,7 @@ conat_dkv_close (ConatDkv *kv)
   g_mutex_unlock (&kv->lock);
 
   client->backend->klass->store_close (store);
-  dkv_unref (kv);
+  conat_dkv_unref (kv);
 }
 
 const char *
@@ -978,12 +978,12 @@ conat_dkv_saver_run (ConatClient *client)
       g_mutex_unlock (&kv->lock);
       if (again)
         saver_enqueue (kv);
-      dkv_unref (kv);
+      conat_dkv_unref (kv);
 
       g_mutex_lock (&client->lock);
     }
   while (!g_queue_is_empty (&client->saver_queue))
-    dkv_unref (g_queue_pop_head (&client->saver_queue));
+    conat_dkv_unref (g_queue_pop_head (&client->saver_queue));
   g_mutex_unlock (&client->lock);
 }
 

@@ -1,0 +1,647 @@
+/* test-dkv.c — the conat DKV contract on the embedded backend. */
+#include "conat.h"
+
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <glib/gstdio.h>
+
+#define DEADLINE_US (10 * G_USEC_PER_SEC)
+
+typedef struct {
+  char *dir;
+  ConatClient *client;
+} Fixture;
+
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  f->dir = g_dir_make_tmp ("conat-dkv-XXXXXX", &error);
+  g_assert_no_error (error);
+  f->client = conat_client_new_embedded (f->dir, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (f->client);
+}
+
+static void
+remove_tree (const char *dir)
+{
+  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
+  const char *name;
+
+  while (d && (name = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *path = g_build_filename (dir, name, NULL);
+      g_remove (path);
+    }
+  g_rmdir (dir);
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  conat_client_unref (f->client);
+  remove_tree (f->dir);
+  g_free (f->dir);
+}
+
+static ConatDkv *
+open_store (Fixture *f, const char *name, gboolean no_cache, gboolean no_autosave)
+{
+  g_autoptr (GError) error = NULL;
+  ConatDkvOptions opts = {
+    .scope = "project-test", .name = name, .no_cache = no_cache, .no_autosave = no_autosave,
+  };
+  ConatDkv *kv = conat_dkv_open (f->client, &opts, &error);
+
+  g_assert_no_error (error);
+  g_assert_nonnull (kv);
+  return kv;
+}
+
+static GBytes *
+str_bytes (const char *s)
+{
+  return g_bytes_new (s, strlen (s));
+}
+
+static void
+set_str (ConatDkv *kv, const char *key, const char *value)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) bytes = value ? str_bytes (value) : NULL;
+
+  g_assert_true (conat_dkv_set (kv, key, bytes, &error));
+  g_assert_no_error (error);
+}
+
+/* The value of KEY as a string, or NULL. */
+static char *
+get_str (ConatDkv *kv, const char *key)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) value = conat_dkv_get (kv, key, &error);
+  gsize len;
+  const char *data;
+
+  g_assert_no_error (error);
+  if (value == NULL)
+    return NULL;
+  data = g_bytes_get_data (value, &len);
+  return g_strndup (data, len);
+}
+
+static void
+save (ConatDkv *kv)
+{
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (conat_dkv_save (kv, 10000, &error));
+  g_assert_no_error (error);
+}
+
+/* Polls until KEY reads VALUE (NULL: absent) or the deadline passes. */
+static gboolean
+eventually_str (ConatDkv *kv, const char *key, const char *value)
+{
+  gint64 deadline = g_get_monotonic_time () + DEADLINE_US;
+
+  do
+    {
+      g_autofree char *now = get_str (kv, key);
+      if (g_strcmp0 (now, value) == 0)
+        return TRUE;
+      g_usleep (1000);
+    }
+  while (g_get_monotonic_time () < deadline);
+  return FALSE;
+}
+
+static gboolean
+eventually_length (ConatDkv *kv, gssize length)
+{
+  gint64 deadline = g_get_monotonic_time () + DEADLINE_US;
+
+  do
+    {
+      if (conat_dkv_length (kv, NULL) == length)
+        return TRUE;
+      g_usleep (1000);
+    }
+  while (g_get_monotonic_time () < deadline);
+  return FALSE;
+}
+
+/* 1 */
+static void
+test_basics (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv = open_store (f, "basics", FALSE, FALSE);
+  g_autoptr (GHashTable) all = NULL;
+  g_autofree char *value = NULL;
+
+  g_assert_false (conat_dkv_has (kv, "foo", NULL));
+  set_str (kv, "foo", "10");
+  g_assert_true (conat_dkv_has (kv, "foo", NULL));
+  value = get_str (kv, "foo");
+  g_assert_cmpstr (value, ==, "10");
+  all = conat_dkv_get_all (kv, NULL);
+  g_assert_cmpuint (g_hash_table_size (all), ==, 1);
+  g_assert_true (g_hash_table_contains (all, "foo"));
+
+  g_assert_true (conat_dkv_delete (kv, "foo", NULL));
+  g_assert_false (conat_dkv_has (kv, "foo", NULL));
+  g_assert_cmpint (conat_dkv_length (kv, NULL), ==, 0);
+}
+
+/* 2 */
+static void
+test_late_joiner (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv1 = open_store (f, "late", TRUE, FALSE);
+  g_autoptr (ConatDkv) kv2 = NULL;
+  g_autofree char *co = NULL;
+
+  set_str (kv1, "co", "nat");
+  save (kv1);
+  kv2 = open_store (f, "late", TRUE, FALSE);
+  co = get_str (kv2, "co");
+  g_assert_cmpstr (co, ==, "nat");
+
+  set_str (kv1, "x", "1974");
+  save (kv1);
+  g_assert_true (eventually_str (kv2, "x", "1974"));
+}
+
+/* 3 */
+static void
+test_clear (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv1 = open_store (f, "clear", TRUE, FALSE);
+  g_autoptr (ConatDkv) kv2 = open_store (f, "clear", TRUE, TRUE);
+
+  set_str (kv1, "foo", "1");
+  save (kv1);
+  g_assert_true (eventually_str (kv2, "foo", "1"));
+  set_str (kv2, "bar", "unsaved");   /* kv2 is no_autosave: stays local */
+  g_assert_true (conat_dkv_clear (kv1, NULL));
+  g_assert_cmpint (conat_dkv_length (kv1, NULL), ==, 0);
+  save (kv1);
+  g_assert_true (eventually_str (kv2, "foo", NULL));
+  g_assert_true (conat_dkv_has (kv2, "bar", NULL));
+  g_assert_cmpint (conat_dkv_length (kv2, NULL), ==, 1);
+}
+
+/* 4 */
+static void
+test_odd_keys_and_values (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv1 = open_store (f, "odd", TRUE, FALSE);
+  g_autoptr (ConatDkv) kv2 = NULL;
+  g_autofree char *long_key = g_strnfill (1000, 'k');
+  guint8 all_bytes[256];
+  g_autoptr (GBytes) binary = NULL;
+  g_autoptr (GBytes) got = NULL;
+  g_autofree char *empty = NULL;
+  g_autofree char *longv = NULL;
+
+  for (guint i = 0; i < 256; i++)
+    all_bytes[i] = i;
+  binary = g_bytes_new (all_bytes, sizeof all_bytes);
+  set_str (kv1, long_key, "long");
+  set_str (kv1, "", "empty key");
+  g_assert_true (conat_dkv_set (kv1, "bin\x01\xff key", binary, NULL));
+  save (kv1);
+
+  kv2 = open_store (f, "odd", TRUE, FALSE);
+  longv = get_str (kv2, long_key);
+  g_assert_cmpstr (longv, ==, "long");
+  empty = get_str (kv2, "");
+  g_assert_cmpstr (empty, ==, "empty key");
+  got = conat_dkv_get (kv2, "bin\x01\xff key", NULL);
+  g_assert_nonnull (got);
+  g_assert_true (g_bytes_equal (got, binary));
+}
+
+/* 5 */
+static void
+test_unsaved_changes (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv1 = open_store (f, "unsaved", TRUE, FALSE);
+  g_autoptr (ConatDkv) kv2 = open_store (f, "unsaved", TRUE, FALSE);
+  g_autoptr (GPtrArray) keys = NULL;
+
+  g_assert_false (conat_dkv_has_unsaved_changes (kv1));
+  set_str (kv1, "unsaved", "[1,2,3]");
+  g_assert_true (conat_dkv_has_unsaved_changes (kv1));
+  keys = conat_dkv_unsaved_changes (kv1);
+  g_assert_cmpuint (keys->len, ==, 1);
+  g_assert_cmpstr (keys->pdata[0], ==, "unsaved");
+  g_assert_false (conat_dkv_has_unsaved_changes (kv2));
+  save (kv1);
+  g_assert_false (conat_dkv_has_unsaved_changes (kv1));
+}
+
+/* 6 */
+static void
+test_revision_and_time (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv = open_store (f, "revision", FALSE, FALSE);
+  gint64 before = g_get_real_time () / 1000;
+  guint64 rev1, rev2;
+  gint64 t;
+
+  set_str (kv, "x", "1");
+  g_assert_cmpuint (conat_dkv_revision (kv, "x"), ==, 0);
+  g_assert_cmpint (conat_dkv_time (kv, "x"), ==, 0);
+  save (kv);
+  rev1 = conat_dkv_revision (kv, "x");
+  t = conat_dkv_time (kv, "x");
+  g_assert_cmpuint (rev1, >, 0);
+  g_assert_cmpint (t, >=, before);
+  g_assert_cmpint (t, <=, g_get_real_time () / 1000);
+
+  set_str (kv, "x", "2");
+  save (kv);
+  rev2 = conat_dkv_revision (kv, "x");
+  g_assert_cmpuint (rev2, ==, rev1 + 1);
+}
+
+/* 7a */
+static void
+test_persistence_reopen (Fixture *f, gconstpointer data)
+{
+  ConatDkv *kv = open_store (f, "persist", TRUE, FALSE);
+  g_autofree char *value = NULL;
+  g_autoptr (GError) error = NULL;
+
+  set_str (kv, "a", "10");
+  save (kv);
+  conat_dkv_close (kv);
+  kv = open_store (f, "persist", TRUE, FALSE);
+  value = get_str (kv, "a");
+  g_assert_cmpstr (value, ==, "10");
+  g_assert_true (conat_dkv_clear (kv, NULL));
+  conat_dkv_close (kv);
+}
+
+/* 7b: a child saves, then is killed with SIGKILL at once; the parent reads
+ * the value from the database afterwards. */
+static void
+test_persistence_after_kill (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp ("conat-kill-XXXXXX", &error);
+  int status = 0;
+  pid_t pid;
+
+  g_assert_no_error (error);
+  pid = fork ();
+  g_assert_cmpint (pid, >=, 0);
+  if (pid == 0)
+    {
+      ConatClient *client = conat_client_new_embedded (dir, NULL);
+      ConatDkvOptions opts = { .scope = "project-test", .name = "killed" };
+      ConatDkv *kv = client ? conat_dkv_open (client, &opts, NULL) : NULL;
+      g_autoptr (GBytes) v = str_bytes ("survives");
+      if (kv == NULL || !conat_dkv_set (kv, "k", v, NULL) || !conat_dkv_save (kv, 10000, NULL))
+        _exit (3);
+      kill (getpid (), SIGKILL);
+      _exit (4);
+    }
+  g_assert_cmpint (waitpid (pid, &status, 0), ==, pid);
+  g_assert_true (WIFSIGNALED (status));
+  g_assert_cmpint (WTERMSIG (status), ==, SIGKILL);
+
+  {
+    g_autoptr (ConatClient) client = conat_client_new_embedded (dir, &error);
+    ConatDkvOptions opts = { .scope = "project-test", .name = "killed" };
+    g_autoptr (ConatDkv) kv = NULL;
+    g_autofree char *value = NULL;
+    g_assert_no_error (error);
+    kv = conat_dkv_open (client, &opts, &error);
+    g_assert_no_error (error);
+    value = get_str (kv, "k");
+    g_assert_cmpstr (value, ==, "survives");
+  }
+  remove_tree (dir);
+}
+
+/* 8 */
+static void
+test_reference_counting (Fixture *f, gconstpointer data)
+{
+  ConatDkv *a = open_store (f, "refs", FALSE, FALSE);
+  ConatDkv *b = open_store (f, "refs", FALSE, FALSE);
+  ConatDkv *c;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GHashTable) all = NULL;
+
+  g_assert_true (a == b);
+  conat_dkv_ref (a);  /* keep the memory to observe the closed state */
+  conat_dkv_close (a);
+  set_str (b, "still", "works");
+  g_assert_true (conat_dkv_has (b, "still", NULL));
+  conat_dkv_close (b);
+
+  all = conat_dkv_get_all (a, &error);
+  g_assert_null (all);
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_CLOSED);
+  g_clear_error (&error);
+  g_assert_false (conat_dkv_set (a, "k", NULL, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_CLOSED);
+  g_clear_error (&error);
+  g_assert_cmpint (conat_dkv_length (a, &error), ==, -1);
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_CLOSED);
+
+  c = open_store (f, "refs", FALSE, FALSE);
+  g_assert_true (c != a);
+  conat_dkv_close (c);
+  conat_dkv_unref (a);
+}
+
+/* 9 */
+static void
+test_no_autosave (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv1 = open_store (f, "manual", TRUE, TRUE);
+  g_autoptr (ConatDkv) kv2 = open_store (f, "manual", TRUE, TRUE);
+  g_autofree char *before = NULL;
+
+  set_str (kv1, "a", "25");
+  g_usleep (50000);  /* give a wrongly autosaving store a chance to leak */
+  before = get_str (kv2, "a");
+  g_assert_null (before);
+  save (kv1);
+  g_assert_true (eventually_str (kv2, "a", "25"));
+}
+
+/* 10 */
+static void
+test_four_instances (Fixture *f, gconstpointer data)
+{
+  ConatDkv *kvs[4];
+
+  for (guint i = 0; i < 4; i++)
+    {
+      g_autofree char *key = g_strdup_printf ("key%u", i);
+      kvs[i] = open_store (f, "four", TRUE, FALSE);
+      set_str (kvs[i], key, key);
+      g_assert_true (conat_dkv_has (kvs[i], key, NULL));
+    }
+  for (guint i = 0; i < 4; i++)
+    save (kvs[i]);
+  for (guint i = 0; i < 4; i++)
+    {
+      g_assert_true (eventually_length (kvs[i], 4));
+      for (guint j = 0; j < 4; j++)
+        {
+          g_autofree char *key = g_strdup_printf ("key%u", j);
+          g_assert_true (eventually_str (kvs[i], key, key));
+        }
+    }
+  for (guint i = 0; i < 4; i++)
+    conat_dkv_close (kvs[i]);
+}
+
+/* 11 */
+static void
+conflict_default (Fixture *f, const char *store, gboolean kv1_first)
+{
+  g_autoptr (ConatDkv) kv1 = open_store (f, store, TRUE, TRUE);
+  g_autoptr (ConatDkv) kv2 = open_store (f, store, TRUE, TRUE);
+  g_autofree char *still = NULL;
+
+  if (kv1_first)
+    set_str (kv1, "x", "5"), set_str (kv2, "x", "10");
+  else
+    set_str (kv2, "x", "10"), set_str (kv1, "x", "5");
+  save (kv2);
+  g_assert_true (eventually_str (kv2, "x", "10"));
+  still = get_str (kv1, "x");
+  g_assert_cmpstr (still, ==, "5");
+  save (kv1);
+  g_assert_true (eventually_str (kv2, "x", "5"));
+  g_assert_true (eventually_str (kv1, "x", "5"));
+}
+
+static void
+test_conflict_default (Fixture *f, gconstpointer data)
+{
+  conflict_default (f, "conflict-a", TRUE);
+  conflict_default (f, "conflict-b", FALSE);
+}
+
+/* 12 */
+static GBytes *
+merge_constant (const char *key, GBytes *local, GBytes *remote, GBytes *prev, gpointer data)
+{
+  return str_bytes ("conflict");
+}
+
+/* A toy 3-way merge for the test: each side is PREV with text added before
+ * and after it; the result keeps both sides' additions. */
+static GBytes *
+merge_affix (const char *key, GBytes *local, GBytes *remote, GBytes *prev, gpointer data)
+{
+  g_autofree char *l = g_strndup (g_bytes_get_data (local, NULL), g_bytes_get_size (local));
+  g_autofree char *r = remote ? g_strndup (g_bytes_get_data (remote, NULL),
+                                           g_bytes_get_size (remote)) : g_strdup ("");
+  g_autofree char *p = prev ? g_strndup (g_bytes_get_data (prev, NULL), g_bytes_get_size (prev))
+                            : g_strdup ("");
+  const char *lp = strstr (l, p), *rp = strstr (r, p);
+  g_autofree char *merged = NULL;
+  GPtrArray **seen = data;
+
+  g_ptr_array_add (*seen, g_strdup (p));
+  if (lp == NULL || rp == NULL)
+    return NULL;
+  merged = g_strdup_printf ("%.*s%.*s%s%s%s", (int) (lp - l), l, (int) (rp - r), r, p,
+                            lp + strlen (p), rp + strlen (p));
+  return str_bytes (merged);
+}
+
+static ConatDkv *
+open_merge (Fixture *f, const char *name, ConatMergeFunc merge, gpointer data)
+{
+  ConatDkvOptions opts = {
+    .scope = "project-test", .name = name, .no_cache = TRUE, .no_autosave = TRUE,
+    .merge = merge, .merge_data = data,
+  };
+  ConatDkv *kv = conat_dkv_open (f->client, &opts, NULL);
+
+  g_assert_nonnull (kv);
+  return kv;
+}
+
+static void
+test_merge_constant (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv1 = open_merge (f, "merge-const", merge_constant, NULL);
+  g_autoptr (ConatDkv) kv2 = open_merge (f, "merge-const", merge_constant, NULL);
+
+  set_str (kv1, "x", "5");
+  set_str (kv2, "x", "10");
+  save (kv2);
+  g_assert_true (eventually_str (kv1, "x", "conflict"));
+  save (kv1);
+  g_assert_true (eventually_str (kv2, "x", "conflict"));
+  g_assert_true (eventually_str (kv1, "x", "conflict"));
+}
+
+static void
+test_merge_three_way (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GPtrArray) seen = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (ConatDkv) kv1 = open_merge (f, "merge-3way", merge_affix, &seen);
+  g_autoptr (ConatDkv) kv2 = open_merge (f, "merge-3way", merge_affix, &seen);
+
+  set_str (kv1, "doc", "cocalc");
+  save (kv1);
+  g_assert_true (eventually_str (kv2, "doc", "cocalc"));
+  set_str (kv2, "doc", "cocalc!");
+  set_str (kv1, "doc", "LOVE cocalc");
+  save (kv2);
+  g_assert_true (eventually_str (kv1, "doc", "LOVE cocalc!"));
+  save (kv1);
+  g_assert_true (eventually_str (kv2, "doc", "LOVE cocalc!"));
+  g_assert_cmpuint (seen->len, >=, 1);
+  g_assert_cmpstr (seen->pdata[0], ==, "cocalc");
+}
+
+/* 13 */
+typedef struct {
+  GMutex lock;
+  GPtrArray *events;  /* "key=value|prev|own" strings */
+} Events;
+
+static void
+record_change (ConatDkv *kv, const char *key, GBytes *value, GBytes *prev, gboolean own,
+               gpointer data)
+{
+  Events *ev = data;
+  g_autofree char *v = value ? g_strndup (g_bytes_get_data (value, NULL), g_bytes_get_size (value))
+                             : g_strdup ("<none>");
+  g_autofree char *p = prev ? g_strndup (g_bytes_get_data (prev, NULL), g_bytes_get_size (prev))
+                            : g_strdup ("<none>");
+
+  g_mutex_lock (&ev->lock);
+  g_ptr_array_add (ev->events, g_strdup_printf ("%s=%s|%s|%s", key, v, p, own ? "own" : "other"));
+  g_mutex_unlock (&ev->lock);
+}
+
+static gboolean
+eventually_events (Events *ev, guint n)
+{
+  gint64 deadline = g_get_monotonic_time () + DEADLINE_US;
+  guint len;
+
+  do
+    {
+      g_mutex_lock (&ev->lock);
+      len = ev->events->len;
+      g_mutex_unlock (&ev->lock);
+      if (len >= n)
+        return TRUE;
+      g_usleep (1000);
+    }
+  while (g_get_monotonic_time () < deadline);
+  return FALSE;
+}
+
+static void
+test_change_events (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) seed = open_store (f, "events", TRUE, FALSE);
+  g_autoptr (ConatDkv) kv1 = NULL;
+  g_autoptr (ConatDkv) kv2 = NULL;
+  Events ev1 = { .events = g_ptr_array_new_with_free_func (g_free) };
+  Events ev2 = { .events = g_ptr_array_new_with_free_func (g_free) };
+
+  set_str (seed, "loaded", "before");
+  save (seed);
+  kv1 = open_store (f, "events", TRUE, TRUE);
+  kv2 = open_store (f, "events", TRUE, FALSE);
+  conat_dkv_watch (kv1, record_change, &ev1, NULL);
+  conat_dkv_watch (kv2, record_change, &ev2, NULL);
+
+  set_str (kv1, "a", "1");   /* local write: no event yet */
+  g_assert_cmpuint (ev1.events->len, ==, 0);
+  save (kv1);
+  g_assert_true (eventually_events (&ev1, 1));
+  g_assert_true (eventually_events (&ev2, 1));
+  g_assert_cmpstr (ev1.events->pdata[0], ==, "a=1|<none>|own");
+  g_assert_cmpstr (ev2.events->pdata[0], ==, "a=1|<none>|other");
+
+  g_assert_true (conat_dkv_delete (kv1, "a", NULL));
+  save (kv1);
+  g_assert_true (eventually_events (&ev2, 2));
+  g_assert_cmpstr (ev2.events->pdata[1], ==, "a=<none>|1|other");
+  g_assert_true (eventually_events (&ev1, 2));
+  g_assert_cmpstr (ev1.events->pdata[1], ==, "a=<none>|1|own");
+
+  conat_dkv_close (g_steal_pointer (&kv1));
+  conat_dkv_close (g_steal_pointer (&kv2));
+  /* the initial load fired nothing: only the two changes were seen */
+  g_assert_cmpuint (ev1.events->len, ==, 2);
+  g_ptr_array_unref (ev1.events);
+  g_ptr_array_unref (ev2.events);
+}
+
+/* 14 */
+static void
+test_ephemeral (Fixture *f, gconstpointer data)
+{
+  ConatDkvOptions eph = { .scope = "project-test", .name = "eph", .ephemeral = TRUE };
+  ConatDkvOptions per = { .scope = "project-test", .name = "per" };
+  ConatDkv *kv;
+  g_autofree char *gone = NULL;
+  g_autofree char *kept = NULL;
+
+  kv = conat_dkv_open (f->client, &eph, NULL);
+  set_str (kv, "k", "v");
+  save (kv);
+  conat_dkv_close (kv);
+  kv = conat_dkv_open (f->client, &eph, NULL);
+  gone = get_str (kv, "k");
+  g_assert_null (gone);
+  conat_dkv_close (kv);
+
+  kv = conat_dkv_open (f->client, &per, NULL);
+  set_str (kv, "k", "v");
+  save (kv);
+  conat_dkv_close (kv);
+  kv = conat_dkv_open (f->client, &per, NULL);
+  kept = get_str (kv, "k");
+  g_assert_cmpstr (kept, ==, "v");
+  conat_dkv_close (kv);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+
+#define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+  ADD ("/dkv/basics", test_basics);
+  ADD ("/dkv/late-joiner", test_late_joiner);
+  ADD ("/dkv/clear", test_clear);
+  ADD ("/dkv/odd-keys-and-values", test_odd_keys_and_values);
+  ADD ("/dkv/unsaved-changes", test_unsaved_changes);
+  ADD ("/dkv/revision-and-time", test_revision_and_time);
+  ADD ("/dkv/persistence/reopen", test_persistence_reopen);
+  g_test_add_func ("/dkv/persistence/after-sigkill", test_persistence_after_kill);
+  ADD ("/dkv/reference-counting", test_reference_counting);
+  ADD ("/dkv/no-autosave", test_no_autosave);
+  ADD ("/dkv/four-instances", test_four_instances);
+  ADD ("/dkv/conflict/default", test_conflict_default);
+  ADD ("/dkv/conflict/merge-constant", test_merge_constant);
+  ADD ("/dkv/conflict/merge-three-way", test_merge_three_way);
+  ADD ("/dkv/change-events", test_change_events);
+  ADD ("/dkv/ephemeral", test_ephemeral);
+#undef ADD
+  return g_test_run ();
+}
