@@ -12,3 +12,6 @@ apt-get install -y -q --no-install-recommends \
     python3 python3-pytest
 # Interop tests use the Node.js `nats` client; install Node.js only if absent.
 command -v node >/dev/null 2>&1 || apt-get install -y -q --no-install-recommends nodejs npm
+
+# The Node.js `nats` client used by the interop tests, pinned by the lock file.
+cd "$(dirname "$0")/../tests/interop" && npm ci --no-audit --no-fund --loglevel=error
