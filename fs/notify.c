@@ -1,0 +1,119 @@
+/* notify.c — the thread that tells the kernel about changes made elsewhere.
+ *
+ * fuse_lowlevel_notify_inval_* may block on the kernel's locks of the very
+ * inode or directory a FUSE request is working on, so they must not run in
+ * a FUSE worker or while holding a lock a handler needs.  Change events
+ * (core threads) only queue a notice here; this thread, which holds no lock,
+ * sends it.  It is also the place for the inotify echo of remote changes
+ * (DESIGN §4) when that comes.
+ */
+#include "fs-private.h"
+
+#include <errno.h>
+#include <string.h>
+
+typedef enum {
+  NOTICE_INVAL_INODE,
+  NOTICE_INVAL_ENTRY,
+  NOTICE_STOP,
+} NoticeKind;
+
+typedef struct {
+  NoticeKind kind;
+  fuse_ino_t ino;   /* the inode, or the parent of the entry */
+  char *file_name;  /* NOTICE_INVAL_ENTRY */
+} Notice;
+
+struct _ConatfsNotifier {
+  struct fuse_session *session; /* immutable */
+  GAsyncQueue *queue;           /* Notice*; thread-safe */
+  GThread *thread;
+};
+
+static void
+notice_free (Notice *notice)
+{
+  g_free (notice->file_name);
+  g_free (notice);
+}
+
+static void
+notice_send (struct fuse_session *session, const Notice *notice)
+{
+  int res;
+
+  if (notice->kind == NOTICE_INVAL_INODE)
+    res = fuse_lowlevel_notify_inval_inode (session, notice->ino, 0, 0);
+  else
+    res = fuse_lowlevel_notify_inval_entry (session, notice->ino, notice->file_name,
+                                            strlen (notice->file_name));
+  /* ENOENT: the kernel has nothing cached, which is fine. */
+  if (res != 0 && res != -ENOENT)
+    g_debug ("notify %" G_GUINT64_FORMAT ": %s", (guint64) notice->ino,
+             strerrorname_np (-res));
+}
+
+static gpointer
+notifier_thread (gpointer data)
+{
+  ConatfsNotifier *notifier = data;
+
+  for (;;)
+    {
+      Notice *notice = g_async_queue_pop (notifier->queue);
+      gboolean stop = notice->kind == NOTICE_STOP;
+
+      if (!stop)
+        notice_send (notifier->session, notice);
+      notice_free (notice);
+      if (stop)
+        return NULL;
+    }
+}
+
+ConatfsNotifier *
+conatfs_notifier_new (struct fuse_session *session)
+{
+  ConatfsNotifier *notifier = g_new0 (ConatfsNotifier, 1);
+
+  notifier->session = session;
+  notifier->queue = g_async_queue_new_full ((GDestroyNotify) notice_free);
+  notifier->thread = g_thread_new ("conatfs-notify", notifier_thread, notifier);
+  return notifier;
+}
+
+static void
+notifier_push (ConatfsNotifier *notifier, NoticeKind kind, fuse_ino_t ino, const char *file_name)
+{
+  Notice *notice = g_new0 (Notice, 1);
+
+  notice->kind = kind;
+  notice->ino = ino;
+  notice->file_name = g_strdup (file_name);
+  g_async_queue_push (notifier->queue, notice);
+}
+
+void
+conatfs_notifier_inval_inode (ConatfsNotifier *notifier, fuse_ino_t ino)
+{
+  if (notifier != NULL)
+    notifier_push (notifier, NOTICE_INVAL_INODE, ino, NULL);
+}
+
+void
+conatfs_notifier_inval_entry (ConatfsNotifier *notifier, fuse_ino_t parent,
+                              const char *file_name)
+{
+  if (notifier != NULL)
+    notifier_push (notifier, NOTICE_INVAL_ENTRY, parent, file_name);
+}
+
+/* Sends what is queued, then stops the thread. */
+void
+conatfs_notifier_free (ConatfsNotifier *notifier)
+{
+  notifier_push (notifier, NOTICE_STOP, 0, NULL);
+  g_thread_join (notifier->thread);
+  g_async_queue_unref (notifier->queue);
+  g_free (notifier);
+}

@@ -1,0 +1,300 @@
+/* ops-file.c — FUSE operations on files: attributes, open, read, write,
+ * flush, release, fsync. */
+#include "fs-private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+#define HANDLE(fi) ((ConatfsHandle *) (uintptr_t) (fi)->fh)
+
+static int
+stat_file (ConatfsFs *fs, ConatfsInode *inode, ConatfsHandle *handle, struct stat *st)
+{
+  g_auto (ConatfsTarget) target = { 0 };
+  g_autoptr (GBytes) value = NULL;
+  struct timespec mtime;
+  gint64 pending;
+  int err = conatfs_target_of_inode (fs, inode, &target);
+
+  if (err == 0)
+    value = conatfs_target_get (fs, &target, &mtime);
+  pending = conatfs_inode_pending_size (fs, inode);
+  if (pending < 0 && value == NULL && handle != NULL) /* unlinked while open */
+    pending = conatfs_handle_size (handle);
+  if (pending >= 0)
+    clock_gettime (CLOCK_REALTIME, &mtime);
+  else if (value == NULL)
+    return err ? err : ENOENT;
+  conatfs_fill_file_attr (fs, inode->ino, pending >= 0 ? (gsize) pending : g_bytes_get_size (value),
+                          &mtime, 0644, st);
+  return 0;
+}
+
+/* The attributes of INODE (HANDLE, if given, is an open file of it) and how
+ * long the kernel may cache them. */
+int
+conatfs_stat (ConatfsFs *fs, ConatfsInode *inode, ConatfsHandle *handle, struct stat *st,
+              double *timeout)
+{
+  g_autoptr (GBytes) status = NULL;
+  struct timespec now;
+
+  *timeout = CONATFS_KEY_TIMEOUT;
+  switch (conatfs_inode_kind (fs, inode))
+    {
+    case CONATFS_INODE_KEY:
+    case CONATFS_INODE_LOCAL:
+      return stat_file (fs, inode, handle, st);
+    case CONATFS_INODE_STATUS_FILE:
+      status = conatfs_status_json (fs);
+      clock_gettime (CLOCK_REALTIME, &now);
+      conatfs_fill_file_attr (fs, inode->ino, g_bytes_get_size (status), &now, 0444, st);
+      *timeout = 0;
+      return 0;
+    case CONATFS_INODE_SCOPE:
+    case CONATFS_INODE_STORE:
+      *timeout = CONATFS_DIR_TIMEOUT;
+      G_GNUC_FALLTHROUGH;
+    case CONATFS_INODE_ROOT:
+    case CONATFS_INODE_STATUS_DIR:
+    default:
+      conatfs_fill_dir_attr (fs, inode->ino, st);
+      return 0;
+    }
+}
+
+static void
+reply_attr (fuse_req_t req, ConatfsFs *fs, ConatfsInode *inode, struct fuse_file_info *fi,
+            const char *op)
+{
+  struct stat st;
+  double timeout;
+  int err = conatfs_stat (fs, inode, fi ? HANDLE (fi) : NULL, &st, &timeout);
+
+  if (err != 0)
+    return conatfs_reply_err (req, op, err);
+  fuse_reply_attr (req, &st, timeout);
+}
+
+void
+conatfs_op_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  ConatfsFs *fs = fuse_req_userdata (req);
+  g_autoptr (ConatfsInode) inode = conatfs_inode_get (fs, ino);
+
+  if (inode == NULL)
+    return conatfs_reply_err (req, "getattr", ENOENT);
+  reply_attr (req, fs, inode, fi, "getattr");
+}
+
+/* truncate(2) of a file nobody has open: sets the resized value. */
+static int
+truncate_value (ConatfsFs *fs, ConatfsInode *inode, off_t size)
+{
+  g_auto (ConatfsTarget) target = { 0 };
+  g_autoptr (GBytes) value = NULL;
+  g_autoptr (GByteArray) copy = NULL;
+  gsize old = 0;
+  int err = conatfs_target_of_inode (fs, inode, &target);
+
+  if (err != 0)
+    return err;
+  if (size < 0 || (gsize) size > conatfs_target_max_size (&target))
+    return EFBIG;
+  value = conatfs_target_get (fs, &target, NULL);
+  if (value == NULL)
+    return ENOENT;
+  copy = g_byte_array_sized_new (size);
+  g_byte_array_append (copy, g_bytes_get_data (value, &old), MIN (old, (gsize) size));
+  g_byte_array_set_size (copy, size);
+  if ((gsize) size > old)
+    memset (copy->data + old, 0, size - old);
+  g_clear_pointer (&value, g_bytes_unref);
+  value = g_byte_array_free_to_bytes (g_steal_pointer (&copy));
+  err = conatfs_target_set (fs, &target, value);
+  if (err == 0)
+    conatfs_inode_changed (fs, inode, -1);
+  return err;
+}
+
+static int
+setattr_size (ConatfsFs *fs, ConatfsInode *inode, off_t size, struct fuse_file_info *fi)
+{
+  switch (conatfs_inode_kind (fs, inode))
+    {
+    case CONATFS_INODE_KEY:
+    case CONATFS_INODE_LOCAL:
+      if (fi != NULL)
+        return conatfs_handle_truncate (fs, HANDLE (fi), size);
+      return truncate_value (fs, inode, size);
+    case CONATFS_INODE_STATUS_FILE:
+      return EACCES;
+    default:
+      return EISDIR;
+    }
+}
+
+/* Mode, owner and times are not stored: changing them succeeds (editors and
+ * cp -p do it) and changes nothing.  Size edits the value. */
+void
+conatfs_op_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                    struct fuse_file_info *fi)
+{
+  ConatfsFs *fs = fuse_req_userdata (req);
+  g_autoptr (ConatfsInode) inode = conatfs_inode_get (fs, ino);
+  int err;
+
+  if (inode == NULL)
+    return conatfs_reply_err (req, "setattr", ENOENT);
+  if (to_set & FUSE_SET_ATTR_SIZE)
+    {
+      err = setattr_size (fs, inode, attr->st_size, fi);
+      if (err != 0)
+        return conatfs_reply_err (req, "setattr", err);
+    }
+  reply_attr (req, fs, inode, fi, "setattr");
+}
+
+static void
+reply_open (fuse_req_t req, ConatfsFs *fs, ConatfsHandle *handle, struct fuse_file_info *fi)
+{
+  fi->fh = (uintptr_t) handle;
+  if (fuse_reply_open (req, fi) != 0)
+    conatfs_handle_free (fs, handle);
+}
+
+static void
+open_status (fuse_req_t req, ConatfsFs *fs, ConatfsInode *inode, struct fuse_file_info *fi)
+{
+  g_autoptr (GBytes) status = NULL;
+
+  if ((fi->flags & O_ACCMODE) != O_RDONLY)
+    return conatfs_reply_err (req, "open", EACCES);
+  status = conatfs_status_json (fs);
+  fi->direct_io = 1;
+  fi->noflush = 1;
+  reply_open (req, fs, conatfs_handle_new (fs, inode, fi->flags, status, FALSE, 0), fi);
+}
+
+/* Opens a key or local file, with its current value as the snapshot; a
+ * CREATED file starts empty and dirty, so its first flush sets it (one set
+ * for `echo v > new`, an empty value for `touch new`). */
+int
+conatfs_open_file (ConatfsFs *fs, ConatfsInode *inode, struct fuse_file_info *fi,
+                   gboolean created, ConatfsHandle **handle)
+{
+  g_auto (ConatfsTarget) target = { 0 };
+  g_autoptr (GBytes) value = NULL;
+  gboolean writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+  gboolean truncate = created || (writable && (fi->flags & O_TRUNC));
+  gboolean keep_cache;
+  int err = conatfs_target_of_inode (fs, inode, &target);
+
+  if (err != 0)
+    return err;
+  keep_cache = conatfs_inode_take_cache (fs, inode);
+  if (!truncate)
+    {
+      value = conatfs_target_get (fs, &target, NULL);
+      if (value == NULL && !writable && conatfs_inode_pending_size (fs, inode) < 0)
+        return ENOENT;
+    }
+  fi->keep_cache = keep_cache && !truncate;
+  fi->noflush = !writable;
+  *handle = conatfs_handle_new (fs, inode, fi->flags, value, truncate,
+                                conatfs_target_max_size (&target));
+  fi->fh = (uintptr_t) *handle;
+  return 0;
+}
+
+void
+conatfs_op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  ConatfsFs *fs = fuse_req_userdata (req);
+  g_autoptr (ConatfsInode) inode = conatfs_inode_get (fs, ino);
+  ConatfsHandle *handle;
+  int err;
+
+  if (inode == NULL)
+    return conatfs_reply_err (req, "open", ENOENT);
+  switch (conatfs_inode_kind (fs, inode))
+    {
+    case CONATFS_INODE_KEY:
+    case CONATFS_INODE_LOCAL:
+      err = conatfs_open_file (fs, inode, fi, FALSE, &handle);
+      if (err != 0)
+        return conatfs_reply_err (req, "open", err);
+      return reply_open (req, fs, handle, fi);
+    case CONATFS_INODE_STATUS_FILE:
+      return open_status (req, fs, inode, fi);
+    default:
+      return conatfs_reply_err (req, "open", EISDIR);
+    }
+}
+
+void
+conatfs_op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                 struct fuse_file_info *fi)
+{
+  conatfs_handle_reply_read (HANDLE (fi), req, size, off);
+}
+
+void
+conatfs_op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                  struct fuse_file_info *fi)
+{
+  int err = conatfs_handle_write (fuse_req_userdata (req), HANDLE (fi), buf, size, off);
+
+  if (err != 0)
+    return conatfs_reply_err (req, "write", err);
+  fuse_reply_write (req, size);
+}
+
+void
+conatfs_op_flush (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  conatfs_reply_err (req, "flush", conatfs_handle_commit (fuse_req_userdata (req), HANDLE (fi)));
+}
+
+void
+conatfs_op_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  ConatfsFs *fs = fuse_req_userdata (req);
+  int err = conatfs_handle_commit (fs, HANDLE (fi));
+
+  if (err != 0)
+    g_warning ("inode %" G_GUINT64_FORMAT ": the last write could not be saved: %s",
+               (guint64) ino, g_strerror (err));
+  conatfs_handle_free (fs, HANDLE (fi));
+  conatfs_reply_err (req, "release", 0);
+}
+
+/* Waits until the server confirmed the key's value. */
+static int
+save_key (ConatfsFs *fs, ConatfsInode *inode)
+{
+  g_auto (ConatfsTarget) target = { 0 };
+  g_autoptr (GError) error = NULL;
+  int err = conatfs_target_of_inode (fs, inode, &target);
+
+  if (err == ENOENT || (err == 0 && target.local))
+    return 0;
+  if (err != 0)
+    return err;
+  if (conat_dkv_save_key (target.store->kv, target.key, CONATFS_FSYNC_TIMEOUT_MS, &error))
+    return 0;
+  return conatfs_fail (fs, "fsync", error);
+}
+
+void
+conatfs_op_fsync (fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+  ConatfsFs *fs = fuse_req_userdata (req);
+  ConatfsHandle *handle = HANDLE (fi);
+  int err = conatfs_handle_commit (fs, handle);
+
+  if (err == 0 && conatfs_inode_kind (fs, handle->inode) == CONATFS_INODE_KEY)
+    err = save_key (fs, handle->inode);
+  conatfs_reply_err (req, "fsync", err);
+}

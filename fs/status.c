@@ -1,0 +1,86 @@
+/* status.c — the JSON of .conatfs/status, made fresh at each open:
+ *
+ *   {"backend": "embedded", "servers": null, "connected": true,
+ *    "connected_since": 1700000000000, "pending": 0, "stores_open": 1,
+ *    "stores": [{"scope": "project-x", "store": "settings", "pending": 0}],
+ *    "last_error": null}
+ *
+ * connected_since is in milliseconds since the epoch; last_error is the
+ * backend's last error, or else the reason of this mount's last EIO.
+ * Credentials never appear (the core leaves them out of servers).
+ */
+#include "fs-private.h"
+
+#include <string.h>
+
+static void
+append_json_string (GString *out, const char *s)
+{
+  g_autofree char *valid = NULL;
+
+  if (s == NULL)
+    {
+      g_string_append (out, "null");
+      return;
+    }
+  valid = g_utf8_make_valid (s, -1);
+  g_string_append_c (out, '"');
+  for (const char *p = valid; *p != '\0'; p++)
+    {
+      if (*p == '"' || *p == '\\')
+        g_string_append_printf (out, "\\%c", *p);
+      else if ((guchar) *p < 0x20)
+        g_string_append_printf (out, "\\u%04x", (guchar) *p);
+      else
+        g_string_append_c (out, *p);
+    }
+  g_string_append_c (out, '"');
+}
+
+static void
+append_stores (GString *out, GPtrArray *stores)
+{
+  g_string_append (out, "  \"stores\": [");
+  for (guint i = 0; i < stores->len; i++)
+    {
+      ConatfsStore *store = stores->pdata[i];
+      g_autoptr (GPtrArray) unsaved = conat_dkv_unsaved_changes (store->kv);
+
+      g_string_append (out, i == 0 ? "\n    {\"scope\": " : ",\n    {\"scope\": ");
+      append_json_string (out, store->scope);
+      g_string_append (out, ", \"store\": ");
+      append_json_string (out, store->name);
+      g_string_append_printf (out, ", \"pending\": %u}", unsaved->len);
+    }
+  g_string_append (out, stores->len > 0 ? "\n  ],\n" : "],\n");
+}
+
+GBytes *
+conatfs_status_json (ConatfsFs *fs)
+{
+  g_autoptr (GString) out = g_string_new ("{\n");
+  g_autoptr (GPtrArray) stores = conatfs_store_list_open (fs);
+  g_autofree char *fs_error = NULL;
+  ConatClientStatus status;
+
+  conat_client_get_status (fs->client, &status);
+  g_mutex_lock (&fs->lock);
+  fs_error = g_strdup (fs->last_error);
+  g_mutex_unlock (&fs->lock);
+
+  g_string_append (out, "  \"backend\": ");
+  append_json_string (out, status.backend);
+  g_string_append (out, ",\n  \"servers\": ");
+  append_json_string (out, status.servers);
+  g_string_append_printf (out, ",\n  \"connected\": %s,\n", status.connected ? "true" : "false");
+  g_string_append_printf (out, "  \"connected_since\": %" G_GINT64_FORMAT ",\n",
+                          status.connected_since_us / 1000);
+  g_string_append_printf (out, "  \"pending\": %" G_GUINT64_FORMAT ",\n", status.pending);
+  g_string_append_printf (out, "  \"stores_open\": %u,\n", stores->len);
+  append_stores (out, stores);
+  g_string_append (out, "  \"last_error\": ");
+  append_json_string (out, status.last_error ? status.last_error : fs_error);
+  g_string_append (out, "\n}\n");
+  conat_client_status_clear (&status);
+  return g_string_free_to_bytes (g_steal_pointer (&out));
+}
