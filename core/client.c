@@ -23,7 +23,7 @@ client_new (ConatBackend *backend)
   g_mutex_init (&client->lock);
   g_cond_init (&client->saver_cond);
   g_queue_init (&client->saver_queue);
-  client->cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  client->cache = g_hash_table_new (g_str_hash, g_str_equal);  /* keys owned by the ConatDkv */
   client->saver = g_thread_new ("conat-saver", saver_thread, client);
   return client;
 }

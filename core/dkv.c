@@ -91,6 +91,7 @@ struct _ConatDkv {
   guint saving;          /* save_batch calls using the backend store */
   GHashTable *mirror;    /* char* -> MirrorEntry* */
   GHashTable *local;     /* char* -> LocalEntry* */
+  GHashTable *dirty;     /* set of keys whose local entry is DIRTY and not cas_wait */
   GHashTable *rejected;  /* char* -> Rejection* */
   guint64 loaded_revision;
   guint64 next_gen;
@@ -154,6 +155,7 @@ conat_dkv_unref (ConatDkv *kv)
   g_list_free_full (kv->watchers, (GDestroyNotify) watcher_unref);
   g_hash_table_unref (kv->mirror);
   g_hash_table_unref (kv->local);
+  g_hash_table_unref (kv->dirty);
   g_hash_table_unref (kv->rejected);
   g_clear_error (&kv->last_error);
   g_cond_clear (&kv->cond);
@@ -277,13 +279,28 @@ run_merge (ConatDkv *kv, const char *key, LocalEntry *e, GBytes *remote, GBytes 
 }
 
 static void
-local_replace_value (ConatDkv *kv, LocalEntry *e, GBytes *value)
+mark_dirty (ConatDkv *kv, const char *key, LocalEntry *e)
+{
+  e->state = ENTRY_DIRTY;
+  if (!e->cas_wait)
+    g_hash_table_add (kv->dirty, g_strdup (key));
+}
+
+static void
+local_remove (ConatDkv *kv, const char *key)
+{
+  g_hash_table_remove (kv->dirty, key);
+  g_hash_table_remove (kv->local, key);
+}
+
+static void
+local_replace_value (ConatDkv *kv, const char *key, LocalEntry *e, GBytes *value)
 {
   g_clear_pointer (&e->value, g_bytes_unref);
   e->value = value;
   e->gen = ++kv->next_gen;
-  e->state = ENTRY_DIRTY;
   e->cas_wait = FALSE;
+  mark_dirty (kv, key, e);
 }
 
 /* A change by someone else while KEY holds local entry E (not ACKED).
@@ -297,14 +314,14 @@ resolve_conflict (ConatDkv *kv, const ConatChange *change, GBytes *prev)
   if (bytes_equal0 (e->value, change->value))
     {
       if (e->state == ENTRY_DIRTY)
-        g_hash_table_remove (kv->local, change->key);
+        local_remove (kv, change->key);
       return change->value;
     }
   if (kv->merge == NULL)
     return e->value;  /* local first: a DIRTY value is sent, an INFLIGHT one lands later */
   if (e->value == NULL)
     {
-      local_replace_value (kv, e, NULL);  /* a pending delete wins; CAS on the new revision */
+      local_replace_value (kv, change->key, e, NULL);  /* a pending delete wins; CAS on the new revision */
       return NULL;
     }
   if (!run_merge (kv, change->key, e, change->value, prev, &resolved))
@@ -315,15 +332,15 @@ resolve_conflict (ConatDkv *kv, const ConatChange *change, GBytes *prev)
     }
   e = g_hash_table_lookup (kv->local, change->key);
   if (resolved == NULL)
-    local_replace_value (kv, e, g_bytes_ref (e->value));
+    local_replace_value (kv, change->key, e, g_bytes_ref (e->value));
   else if (bytes_equal0 (resolved, change->value))
     {
       g_bytes_unref (resolved);
-      g_hash_table_remove (kv->local, change->key);
+      local_remove (kv, change->key);
       return change->value;
     }
   else
-    local_replace_value (kv, e, resolved);
+    local_replace_value (kv, change->key, e, resolved);
   return e->value;
 }
 
@@ -341,11 +358,11 @@ apply_change (ConatDkv *kv, const ConatChange *change, Event *ev)
   mirror_apply (kv, change);
 
   if (e != NULL && ev->own && e->gen <= change->gen)
-    g_hash_table_remove (kv->local, change->key);
+    local_remove (kv, change->key);
   else if (e != NULL && !ev->own && e->state != ENTRY_ACKED)
     value = resolve_conflict (kv, change, ev->prev);
   else if (e != NULL && !ev->own && e->revision < change->revision)
-    g_hash_table_remove (kv->local, change->key);  /* a newer write than our ACKED one */
+    local_remove (kv, change->key);  /* a newer write than our ACKED one */
 
   ev->value = value ? g_bytes_ref (value) : NULL;
   g_cond_broadcast (&kv->cond);
@@ -354,14 +371,7 @@ apply_change (ConatDkv *kv, const ConatChange *change, Event *ev)
 static gboolean
 has_dirty (ConatDkv *kv)
 {
-  GHashTableIter it;
-  LocalEntry *e;
-
-  g_hash_table_iter_init (&it, kv->local);
-  while (g_hash_table_iter_next (&it, NULL, (gpointer *) &e))
-    if (e->state == ENTRY_DIRTY && !e->cas_wait)
-      return TRUE;
-  return FALSE;
+  return g_hash_table_size (kv->dirty) > 0;
 }
 
 static void
@@ -411,6 +421,7 @@ dkv_new (ConatClient *client, const ConatDkvOptions *opts)
   g_cond_init (&kv->cond);
   kv->mirror = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, mirror_entry_free);
   kv->local = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, local_entry_free);
+  kv->dirty = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   kv->rejected = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, rejection_free);
   kv->next_watch_id = 1;
   return kv;
@@ -544,7 +555,7 @@ local_set (ConatDkv *kv, const char *key, GBytes *value)
   if (value == NULL && e != NULL && e->state == ENTRY_DIRTY
       && !g_hash_table_contains (kv->mirror, key))
     {
-      g_hash_table_remove (kv->local, key);  /* never sent: forget it */
+      local_remove (kv, key);  /* never sent: forget it */
       return;
     }
   if (e == NULL)
@@ -552,7 +563,7 @@ local_set (ConatDkv *kv, const char *key, GBytes *value)
       e = g_new0 (LocalEntry, 1);
       g_hash_table_insert (kv->local, g_strdup (key), e);
     }
-  local_replace_value (kv, e, value ? g_bytes_ref (value) : NULL);
+  local_replace_value (kv, key, e, value ? g_bytes_ref (value) : NULL);
 }
 
 gboolean
@@ -786,12 +797,16 @@ batch_take (ConatDkv *kv, ConatPut *puts)
   LocalEntry *e;
   guint n = 0;
 
-  g_hash_table_iter_init (&it, kv->local);
-  while (n < BATCH_MAX && g_hash_table_iter_next (&it, &key, (gpointer *) &e))
+  g_hash_table_iter_init (&it, kv->dirty);
+  while (n < BATCH_MAX && g_hash_table_iter_next (&it, &key, NULL))
     {
       MirrorEntry *m;
-      if (e->state != ENTRY_DIRTY || e->cas_wait)
-        continue;
+      e = g_hash_table_lookup (kv->local, key);
+      if (e == NULL || e->state != ENTRY_DIRTY || e->cas_wait)
+        {
+          g_hash_table_iter_remove (&it);
+          continue;
+        }
       m = g_hash_table_lookup (kv->mirror, key);
       e->state = ENTRY_INFLIGHT;
       puts[n] = (ConatPut) {
@@ -803,6 +818,7 @@ batch_take (ConatDkv *kv, ConatPut *puts)
         .gen = e->gen,
       };
       n++;
+      g_hash_table_iter_remove (&it);
     }
   return n;
 }
@@ -823,11 +839,11 @@ cas_refused (ConatDkv *kv, ConatPut *put, LocalEntry *e)
   MirrorEntry *m = g_hash_table_lookup (kv->mirror, put->key);
 
   if (bytes_equal0 (m ? m->value : NULL, e->value))
-    g_hash_table_remove (kv->local, put->key);
+    local_remove (kv, put->key);
   else
     {
-      e->state = ENTRY_DIRTY;
       e->cas_wait = (m ? m->revision : 0) == put->expected_revision;
+      mark_dirty (kv, put->key, e);
     }
 }
 
@@ -840,7 +856,7 @@ batch_result (ConatDkv *kv, ConatPut *put)
   if (e == NULL || e->gen != put->gen)
     return;  /* echoed already, or changed again since */
   if (put->error == NULL && put->revision == 0)
-    g_hash_table_remove (kv->local, put->key);  /* a delete of nothing */
+    local_remove (kv, put->key);  /* a delete of nothing */
   else if (put->error == NULL)
     {
       e->state = ENTRY_ACKED;
@@ -855,7 +871,7 @@ batch_result (ConatDkv *kv, ConatPut *put)
       r->gen = put->gen;
       r->error = g_steal_pointer (&put->error);
       g_hash_table_replace (kv->rejected, g_strdup (put->key), r);
-      g_hash_table_remove (kv->local, put->key);
+      local_remove (kv, put->key);
     }
 }
 
@@ -867,7 +883,7 @@ batch_failed (ConatDkv *kv, ConatPut *puts, guint n, GError *error)
     {
       LocalEntry *e = g_hash_table_lookup (kv->local, puts[i].key);
       if (e != NULL && e->gen == puts[i].gen && e->state == ENTRY_INFLIGHT)
-        e->state = ENTRY_DIRTY;
+        mark_dirty (kv, puts[i].key, e);
     }
   g_clear_error (&kv->last_error);
   kv->last_error = g_error_copy (error);

@@ -249,7 +249,7 @@ test_unsaved_changes (Fixture *f, gconstpointer data)
 static void
 test_revision_and_time (Fixture *f, gconstpointer data)
 {
-  g_autoptr (ConatDkv) kv = open_store (f, "revision", FALSE, FALSE);
+  g_autoptr (ConatDkv) kv = open_store (f, "revision", FALSE, TRUE);
   gint64 before = g_get_real_time () / 1000;
   guint64 rev1, rev2;
   gint64 t;
