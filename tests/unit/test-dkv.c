@@ -230,7 +230,8 @@ test_odd_keys_and_values (Fixture *f, gconstpointer data)
 static void
 test_unsaved_changes (Fixture *f, gconstpointer data)
 {
-  g_autoptr (ConatDkv) kv1 = open_store (f, "unsaved", TRUE, FALSE);
+  /* no_autosave, so that a fast save cannot confirm before the checks */
+  g_autoptr (ConatDkv) kv1 = open_store (f, "unsaved", TRUE, TRUE);
   g_autoptr (ConatDkv) kv2 = open_store (f, "unsaved", TRUE, FALSE);
   g_autoptr (GPtrArray) keys = NULL;
 
