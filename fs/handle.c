@@ -122,25 +122,32 @@ conatfs_handle_truncate (ConatfsFs *fs, ConatfsHandle *handle, off_t size)
   return 0;
 }
 
+/* Replies to a read.  The reply is sent with no lock held: it may let
+ * flush and release of this handle run at once. */
 void
 conatfs_handle_reply_read (ConatfsHandle *handle, fuse_req_t req, gsize size, off_t offset)
 {
-  const guint8 *data = NULL;
+  g_autoptr (GBytes) data = NULL;
   gsize len = 0;
 
   g_mutex_lock (&handle->lock);
-  if (handle->buffer != NULL)
+  if (handle->buffer != NULL) /* being edited: a copy of the part asked for */
     {
-      data = handle->buffer->data;
       len = handle->buffer->len;
+      if ((gsize) offset < len)
+        data = g_bytes_new (handle->buffer->data + offset, MIN (size, len - offset));
     }
   else if (handle->snapshot != NULL)
-    data = g_bytes_get_data (handle->snapshot, &len);
-  if ((gsize) offset >= len)
+    {
+      len = g_bytes_get_size (handle->snapshot);
+      if ((gsize) offset < len)
+        data = g_bytes_new_from_bytes (handle->snapshot, offset, MIN (size, len - offset));
+    }
+  g_mutex_unlock (&handle->lock);
+  if (data == NULL)
     fuse_reply_buf (req, NULL, 0);
   else
-    fuse_reply_buf (req, (const char *) data + offset, MIN (size, len - offset));
-  g_mutex_unlock (&handle->lock);
+    fuse_reply_buf (req, g_bytes_get_data (data, NULL), g_bytes_get_size (data));
 }
 
 /* The size a read sees. */

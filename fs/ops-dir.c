@@ -168,6 +168,8 @@ conatfs_op_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
 
   if (dir == NULL)
     return conatfs_reply_err (req, "lookup", ENOENT);
+  if (strlen (name) > CONATFS_NAME_MAX) /* FUSE passes up to 1024 bytes */
+    return conatfs_reply_err (req, "lookup", ENAMETOOLONG);
   kind = conatfs_inode_kind (fs, dir);
   if (kind == CONATFS_INODE_ROOT)
     err = lookup_in_root (fs, dir, name, &child);
@@ -432,6 +434,12 @@ conatfs_op_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t m
   exists = conatfs_target_exists (fs, &target) || is_pending (fs, dir, name);
   if (exists && (fi->flags & O_EXCL))
     return conatfs_reply_err (req, "create", EEXIST);
+  if (!exists && target.local) /* in memory: listed at once (vim's swap file) */
+    {
+      g_autoptr (GBytes) empty = g_bytes_new (NULL, 0);
+
+      conatfs_target_set (fs, &target, empty);
+    }
 
   child = conatfs_inode_lookup (fs, dir, name,
                                 target.local ? CONATFS_INODE_LOCAL : CONATFS_INODE_KEY,

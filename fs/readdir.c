@@ -118,11 +118,10 @@ dir_handle_fill (ConatfsFs *fs, DirHandle *handle, fuse_ino_t ino)
   return 0;
 }
 
-/* With handle->lock held: replies with the entries from OFF that fit. */
-static void
-reply_entries (fuse_req_t req, DirHandle *handle, size_t size, off_t off)
+/* With handle->lock held: the entries from OFF that fit in SIZE bytes. */
+static size_t
+fill_buffer (fuse_req_t req, DirHandle *handle, char *buf, size_t size, off_t off)
 {
-  g_autofree char *buf = g_malloc (size);
   size_t used = 0;
 
   for (guint i = off; i < handle->entries->len; i++)
@@ -137,7 +136,7 @@ reply_entries (fuse_req_t req, DirHandle *handle, size_t size, off_t off)
         break;
       used += need;
     }
-  fuse_reply_buf (req, buf, used);
+  return used;
 }
 
 void
@@ -145,16 +144,20 @@ conatfs_op_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
   DirHandle *handle = DIR_HANDLE (fi);
+  g_autofree char *buf = g_malloc (size);
+  size_t used = 0;
   int err = 0;
 
+  /* Reply only after unlocking: the reply may let releasedir run at once. */
   g_mutex_lock (&handle->lock);
   if (off == 0 || handle->entries == NULL)
     err = dir_handle_fill (fuse_req_userdata (req), handle, ino);
-  if (err != 0)
-    conatfs_reply_err (req, "readdir", err);
-  else
-    reply_entries (req, handle, size, off);
+  if (err == 0)
+    used = fill_buffer (req, handle, buf, size, off);
   g_mutex_unlock (&handle->lock);
+  if (err != 0)
+    return conatfs_reply_err (req, "readdir", err);
+  fuse_reply_buf (req, buf, used);
 }
 
 void
