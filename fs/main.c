@@ -266,6 +266,7 @@ main (int argc, char **argv)
     }
   if (opt.debug)
     g_log_set_debug_enabled (TRUE);
+  g_log_writer_default_set_use_stderr (TRUE);
   split_mount_options (fuse_options, &local_patterns);
   make_paths_absolute ();
   if (!opt.foreground)

@@ -202,6 +202,9 @@ conatfs_open_file (ConatfsFs *fs, ConatfsInode *inode, struct fuse_file_info *fi
     }
   fi->keep_cache = keep_cache && !truncate;
   fi->noflush = !writable;
+  /* Writes go to the buffer here anyway; direct I/O spares each write the
+   * kernel's getxattr of security.capability (file_remove_privs). */
+  fi->direct_io = writable;
   *handle = conatfs_handle_new (fs, inode, fi->flags, value, truncate,
                                 conatfs_target_max_size (&target));
   fi->fh = (uintptr_t) *handle;
