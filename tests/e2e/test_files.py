@@ -1,4 +1,5 @@
 """Keys as files (DESIGN §2): values round-trip, every command of the table."""
+import concurrent.futures
 import errno
 import json
 import os
@@ -6,6 +7,15 @@ import subprocess
 import time
 
 from util import conat_kv, read, run, wait_until, write
+
+
+def confirmed_revision(path):
+    """user.conat.revision, or None until the server confirmed the value."""
+    try:
+        return int(os.getxattr(path, "user.conat.revision"))
+    except OSError as e:
+        assert e.errno == errno.ENODATA
+        return None
 
 
 def test_echo_cat_round_trip(store):
@@ -99,9 +109,11 @@ def test_write_at_offset_fills_holes(store):
     assert read(f"{store}/k", "rb") == b"ab\0\0\0end"
 
 
-def test_many_writes_are_one_value_on_close(store):
-    """Until close, the old value stays; the writer reads its own buffer."""
+def test_many_writes_are_one_set_on_close(store):
+    """Until close, the old value stays; the writer reads its own buffer;
+    the close sets the whole value once (one new revision)."""
     write(f"{store}/k", "old")
+    revision = wait_until(lambda: confirmed_revision(f"{store}/k"), what="confirmation")
     with open(f"{store}/k", "w+") as f:
         for i in range(100):
             f.write(f"{i},")
@@ -110,6 +122,8 @@ def test_many_writes_are_one_value_on_close(store):
         f.seek(0)
         assert f.read().startswith("0,1,2,")
     assert read(f"{store}/k") == "".join(f"{i}," for i in range(100))
+    assert wait_until(lambda: confirmed_revision(f"{store}/k"), what="confirmation") \
+        == revision + 1
 
 
 def test_open_file_keeps_reading_a_deleted_key(store):
@@ -139,15 +153,6 @@ def test_stat(store):
     assert os.stat(store).st_mode == 0o40755
     out = run(f"ls -l {store}").stdout
     assert "-rw-r--r--" in out and " 5 " in out
-
-
-def confirmed_revision(path):
-    """user.conat.revision, or None until the server confirmed the value."""
-    try:
-        return int(os.getxattr(path, "user.conat.revision"))
-    except OSError as e:
-        assert e.errno == errno.ENODATA
-        return None
 
 
 def test_getfattr(store):
@@ -214,3 +219,38 @@ def test_second_mount_process_sees_values(mount, store):
     write(f"{store}/k", "v1")
     out = subprocess.run(["cat", f"{store}/k"], capture_output=True, text=True).stdout
     assert out == "v1"
+
+
+def test_kernel_forgets_and_asks_again(store):
+    """After the kernel drops its inodes (FORGET), every name still works."""
+    for i in range(200):
+        write(f"{store}/k{i}", f"v{i}")
+    fds = [os.open(f"{store}/k{i}", os.O_RDONLY) for i in range(3)]
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+    assert [os.pread(fd, 10, 0) for fd in fds] == [b"v0", b"v1", b"v2"]
+    for fd in fds:
+        os.close(fd)
+    assert len(os.listdir(store)) == 200
+    assert all(read(f"{store}/k{i}") == f"v{i}" for i in range(200))
+
+
+def test_parallel_writers_and_readers(store):
+    """Threads writing, reading, listing and renaming at once.  A reader of a
+    key being rewritten sees a whole value, or nothing while a writer has it
+    truncated (as on any file system), never a mix."""
+    whole = {str(m) * 1000 for m in range(8)} | {""}
+
+    def worker(n):
+        for i in range(50):
+            write(f"{store}/w{n}", f"{n}:{i}")
+            assert read(f"{store}/w{n}") == f"{n}:{i}"
+            write(f"{store}/shared", str(n) * 1000)
+            assert read(f"{store}/shared") in whole
+            os.listdir(store)
+            os.rename(f"{store}/w{n}", f"{store}/r{n}")
+            os.rename(f"{store}/r{n}", f"{store}/w{n}")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))
+    assert sorted(os.listdir(store)) == sorted(["shared"] + [f"w{n}" for n in range(8)])
