@@ -12,6 +12,7 @@ NATS fixture can add a parameter that returns its own daemon arguments.
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -132,6 +133,39 @@ def backend(request, tmp_path):
         data = tmp_path / "data"
         return Backend("embedded", ["--data", str(data)], data)
     raise NotImplementedError(request.param)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accepts_connections(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    """A real nats-server with JetStream on a free loopback port, in a
+    temporary directory; yields its URL and is stopped by its pid."""
+    port = free_port()
+    store = tmp_path / "nats"
+    with open(tmp_path / "nats.log", "wb") as log:
+        proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
+                                 "-sd", str(store)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: proc.poll() is not None or accepts_connections(port),
+                   what="nats-server to listen")
+        assert proc.poll() is None, (tmp_path / "nats.log").read_text()
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(DEADLINE)
 
 
 class MountFactory:
