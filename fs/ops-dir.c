@@ -157,50 +157,52 @@ lookup_in_store (ConatfsFs *fs, ConatfsInode *dir, const char *name, ConatfsInod
   return 0;
 }
 
+static int
+lookup_child (ConatfsFs *fs, ConatfsInode *dir, ConatfsInodeKind kind, const char *name,
+              ConatfsInode **child)
+{
+  switch (kind)
+    {
+    case CONATFS_INODE_ROOT:
+      return lookup_in_root (fs, dir, name, child);
+    case CONATFS_INODE_STATUS_DIR:
+      if (strcmp (name, CONATFS_STATUS_FILE_NAME) != 0)
+        return ENOENT;
+      *child = conatfs_inode_lookup (fs, dir, name, CONATFS_INODE_STATUS_FILE, name);
+      return 0;
+    case CONATFS_INODE_SCOPE:
+      return lookup_in_scope (fs, dir, name, child);
+    case CONATFS_INODE_STORE:
+      return lookup_in_store (fs, dir, name, child);
+    default:
+      return ENOTDIR;
+    }
+}
+
 void
 conatfs_op_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
 {
   ConatfsFs *fs = fuse_req_userdata (req);
   g_autoptr (ConatfsInode) dir = conatfs_inode_get (fs, parent);
   g_autoptr (ConatfsInode) child = NULL;
+  struct fuse_entry_param negative = { .ino = 0 };
   ConatfsInodeKind kind;
-  int err = ENOTDIR;
+  int err;
 
   if (dir == NULL)
     return conatfs_reply_err (req, "lookup", ENOENT);
   if (strlen (name) > CONATFS_NAME_MAX) /* FUSE passes up to 1024 bytes */
     return conatfs_reply_err (req, "lookup", ENAMETOOLONG);
   kind = conatfs_inode_kind (fs, dir);
-  if (kind == CONATFS_INODE_ROOT)
-    err = lookup_in_root (fs, dir, name, &child);
-  else if (kind == CONATFS_INODE_STATUS_DIR)
-    {
-      err = ENOENT;
-      if (strcmp (name, CONATFS_STATUS_FILE_NAME) == 0)
-        {
-          child = conatfs_inode_lookup (fs, dir, name, CONATFS_INODE_STATUS_FILE, name);
-          err = 0;
-        }
-    }
-  else if (kind == CONATFS_INODE_SCOPE)
-    err = lookup_in_scope (fs, dir, name, &child);
-  else if (kind == CONATFS_INODE_STORE)
-    err = lookup_in_store (fs, dir, name, &child);
-
-  if (err == ENOENT)
-    {
-      /* Negative entry: keys appear only through this mount or with a
-       * change event (which invalidates it); scopes and stores may appear
-       * without one. */
-      struct fuse_entry_param e = { .ino = 0 };
-
-      e.entry_timeout = kind == CONATFS_INODE_STORE ? CONATFS_KEY_TIMEOUT : 0;
-      fuse_reply_entry (req, &e);
-    }
-  else if (err != 0)
-    conatfs_reply_err (req, "lookup", err);
-  else
-    reply_entry (req, fs, child, "lookup");
+  err = lookup_child (fs, dir, kind, name, &child);
+  if (err == 0)
+    return reply_entry (req, fs, child, "lookup");
+  if (err != ENOENT)
+    return conatfs_reply_err (req, "lookup", err);
+  /* A negative entry: keys appear only through this mount or with a change
+   * event (which invalidates it); scopes and stores may appear without one. */
+  negative.entry_timeout = kind == CONATFS_INODE_STORE ? CONATFS_KEY_TIMEOUT : 0;
+  fuse_reply_entry (req, &negative);
 }
 
 void
