@@ -1,0 +1,740 @@
+/* backend-nats.c — the NATS backend: one JetStream key-value bucket per
+ * store, core subjects for channels; naming in nats-names.h and
+ * docs/nats-mapping.md.  This file: connection, status, callbacks, channels.
+ * Scopes and stores: nats-namespace.c; store handles: nats-store.c; writes:
+ * nats-put.c.
+ *
+ * Threads.  libnats delivers every subscription on its shared delivery pool
+ * (natsOptions_UseGlobalMessageDelivery).  Those threads only do bookkeeping
+ * (decode, update a handle, queue); they never run user code, so a callback
+ * that blocks cannot hold up the acks or loads another call waits for.  User
+ * callbacks run on our dispatch pool: each store handle and each channel is
+ * a Dispatch whose queue at most one pool thread drains at a time, so its
+ * callbacks are serialized and in order.  The thread count does not grow
+ * with open stores: libnats' pool (4), ours (8), one maintenance thread and
+ * libnats' reader, flusher and timer threads.
+ */
+#define G_LOG_DOMAIN "conat-nats"
+
+#include "nats-private.h"
+
+#include <string.h>
+
+#define CONNECT_TIMEOUT_MS 5000
+#define PING_INTERVAL_MS 10000
+#define DELIVERY_POOL_SIZE 4
+#define DISPATCH_THREADS 8
+#define DISPATCH_BATCH 64
+#define CLOSE_WAIT_US (5 * G_USEC_PER_SEC)
+
+/* ------------------------------------------------------------- errors */
+
+static int
+error_code_for (natsStatus s, jsErrCode jerr)
+{
+  switch ((int) jerr)
+    {
+    case JSStreamNotFoundErr:
+    case JSConsumerNotFoundErr:
+    case JSNoMessageFoundErr:
+      return CONAT_ERROR_NOT_FOUND;
+    case JSInsufficientResourcesErr:
+    case JSAccountResourcesExceededErr:
+    case JSMemoryResourcesExceededErr:
+    case JSStorageResourcesExceededErr:
+    case JSMaximumStreamsLimitErr:
+    case JSStreamLimitsErr:
+      return CONAT_ERROR_NO_SPACE;
+    case JSStreamWrongLastSequenceErr:
+      return CONAT_ERROR_WRONG_REVISION;
+    case JSStreamMessageExceedsMaximumErr:
+      return CONAT_ERROR_TOO_BIG;
+    case JSClusterNotAvailErr:
+      return CONAT_ERROR_DISCONNECTED;
+    default:
+      break;
+    }
+  switch (s)
+    {
+    case NATS_TIMEOUT:
+      return CONAT_ERROR_TIMEOUT;
+    case NATS_CONNECTION_CLOSED:
+    case NATS_CONNECTION_DISCONNECTED:
+    case NATS_NO_SERVER:
+    case NATS_NOT_YET_CONNECTED:
+    case NATS_STALE_CONNECTION:
+    case NATS_NO_RESPONDERS:
+    case NATS_INSUFFICIENT_BUFFER:
+    case NATS_IO_ERROR:
+      return CONAT_ERROR_DISCONNECTED;
+    case NATS_NOT_PERMITTED:
+    case NATS_CONNECTION_AUTH_FAILED:
+      return CONAT_ERROR_PERMISSION;
+    case NATS_NOT_FOUND:
+      return CONAT_ERROR_NOT_FOUND;
+    case NATS_MAX_PAYLOAD:
+      return CONAT_ERROR_TOO_BIG;
+    default:
+      return CONAT_ERROR_FAILED;
+    }
+}
+
+void
+nats_note_error (NatsBackend *be, const char *message)
+{
+  g_mutex_lock (&be->mu);
+  g_free (be->last_error);
+  be->last_error = g_strdup (message);
+  g_mutex_unlock (&be->mu);
+}
+
+/* Sets ERROR from a libnats status, with the library's text when it is about
+ * this status; failures that are not expected outcomes go to the status. */
+void
+nats_set_error (NatsBackend *be, GError **error, natsStatus s, jsErrCode jerr,
+                const char *context)
+{
+  natsStatus last = NATS_OK;
+  const char *text = nats_GetLastError (&last);
+  int code = error_code_for (s, jerr);
+  g_autofree char *message = NULL;
+
+  if (text == NULL || *text == '\0' || last != s)
+    text = natsStatus_GetText (s);
+  if (s == NATS_NO_RESPONDERS && jerr == 0)
+    text = "JetStream did not answer (not enabled, or not ready yet)";
+  message = g_strdup_printf ("%s: %s", context, text);
+  if (code != CONAT_ERROR_NOT_FOUND && code != CONAT_ERROR_WRONG_REVISION)
+    nats_note_error (be, message);
+  g_set_error_literal (error, CONAT_ERROR, code, message);
+}
+
+/* ----------------------------------------------------------- dispatch */
+
+void
+dispatch_init (Dispatch *d, const DispatchClass *klass, NatsBackend *be)
+{
+  d->klass = klass;
+  d->be = be;
+  d->refs = 1;
+  g_mutex_init (&d->mu);
+  g_cond_init (&d->cond);
+  g_queue_init (&d->items);
+}
+
+Dispatch *
+dispatch_ref (Dispatch *d)
+{
+  g_atomic_int_inc (&d->refs);
+  return d;
+}
+
+void
+dispatch_unref (Dispatch *d)
+{
+  if (!g_atomic_int_dec_and_test (&d->refs))
+    return;
+  g_queue_clear_full (&d->items, d->klass->free_item);
+  g_cond_clear (&d->cond);
+  g_mutex_clear (&d->mu);
+  d->klass->finalize (d);
+}
+
+static void
+dispatch_schedule_locked (Dispatch *d)
+{
+  if (d->started && !d->scheduled && !d->closing && !g_queue_is_empty (&d->items))
+    {
+      d->scheduled = TRUE;
+      g_thread_pool_push (d->be->pool, dispatch_ref (d), NULL);
+    }
+}
+
+void
+dispatch_push_locked (Dispatch *d, gpointer item)
+{
+  g_queue_push_tail (&d->items, item);
+  dispatch_schedule_locked (d);
+}
+
+void
+dispatch_start (Dispatch *d)
+{
+  g_mutex_lock (&d->mu);
+  d->started = TRUE;
+  dispatch_schedule_locked (d);
+  g_mutex_unlock (&d->mu);
+}
+
+static void
+dispatch_run (gpointer data, gpointer pool_data)
+{
+  Dispatch *d = data;
+
+  g_mutex_lock (&d->mu);
+  d->running = g_thread_self ();
+  for (guint n = 0; n < DISPATCH_BATCH && !d->closing; n++)
+    {
+      gpointer item = g_queue_pop_head (&d->items);
+
+      if (item == NULL)
+        break;
+      g_mutex_unlock (&d->mu);
+      d->klass->deliver (d, item);
+      d->klass->free_item (item);
+      g_mutex_lock (&d->mu);
+    }
+  d->running = NULL;
+  d->scheduled = FALSE;
+  dispatch_schedule_locked (d);
+  g_cond_broadcast (&d->cond);
+  g_mutex_unlock (&d->mu);
+  dispatch_unref (d);
+}
+
+/* After this returns no callback of D runs, unless called from inside one
+ * (that one finishes, and is the last). */
+void
+dispatch_close (Dispatch *d)
+{
+  g_mutex_lock (&d->mu);
+  d->closing = TRUE;
+  g_queue_clear_full (&d->items, d->klass->free_item);
+  while (d->running != NULL && d->running != g_thread_self ())
+    g_cond_wait (&d->cond, &d->mu);
+  g_mutex_unlock (&d->mu);
+}
+
+/* ------------------------------------------------------------ pubsub */
+
+struct _ConatBackendSub {
+  Dispatch d;
+  ConatBackendMessageCallback callback;
+  gpointer user_data;
+  natsSubscription *sub;  /* owned by unsubscribe's caller */
+};
+
+static void
+sub_deliver (Dispatch *d, gpointer item)
+{
+  ConatBackendSub *sub = (ConatBackendSub *) d;
+
+  sub->callback (item, sub->user_data);
+}
+
+static void
+sub_finalize (Dispatch *d)
+{
+  g_free (d);
+}
+
+static const DispatchClass sub_class = {
+  sub_deliver, (GDestroyNotify) g_bytes_unref, sub_finalize,
+};
+
+static void
+sub_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *closure)
+{
+  ConatBackendSub *sub = closure;
+  GBytes *bytes = g_bytes_new (natsMsg_GetData (msg), natsMsg_GetDataLength (msg));
+
+  natsMsg_Destroy (msg);
+  g_mutex_lock (&sub->d.mu);
+  if (!sub->d.closing)
+    dispatch_push_locked (&sub->d, g_steal_pointer (&bytes));
+  g_mutex_unlock (&sub->d.mu);
+  if (bytes)
+    g_bytes_unref (bytes);
+}
+
+static void
+sub_on_complete (void *closure)
+{
+  dispatch_unref (closure);
+}
+
+gboolean
+nats_is_connected (NatsBackend *be)
+{
+  gboolean connected;
+
+  g_mutex_lock (&be->mu);
+  connected = be->connected;
+  g_mutex_unlock (&be->mu);
+  return connected;
+}
+
+static void
+nats_unsubscribe (ConatBackendSub *sub)
+{
+  dispatch_close (&sub->d);
+  natsSubscription_Unsubscribe (sub->sub);
+  natsSubscription_Destroy (sub->sub);
+  dispatch_unref (&sub->d);
+}
+
+static ConatBackendSub *
+nats_subscribe (ConatBackend *backend, const char *scope, const char *path, const char *name,
+                ConatBackendMessageCallback callback, gpointer user_data, GError **error)
+{
+  NatsBackend *be = (NatsBackend *) backend;
+  g_autofree char *subject = conat_nats_channel_subject (scope, path, name, error);
+  ConatBackendSub *sub;
+  natsStatus s;
+
+  if (subject == NULL)
+    return NULL;
+  sub = g_new0 (ConatBackendSub, 1);
+  dispatch_init (&sub->d, &sub_class, be);
+  sub->d.started = TRUE;
+  sub->callback = callback;
+  sub->user_data = user_data;
+  s = natsConnection_Subscribe (&sub->sub, be->nc, subject, sub_on_msg, dispatch_ref (&sub->d));
+  if (s != NATS_OK)
+    {
+      nats_set_error (be, error, s, 0, "subscribing to a NATS channel");
+      dispatch_unref (&sub->d);
+      dispatch_unref (&sub->d);
+      return NULL;
+    }
+  if (natsSubscription_SetOnCompleteCB (sub->sub, sub_on_complete, sub) != NATS_OK)
+    g_debug ("channel subscription closed before it started");
+  /* The interest is registered once the server answered a PING; while
+   * disconnected, libnats registers it on reconnect. */
+  if (nats_is_connected (be) && (s = natsConnection_FlushTimeout (be->nc, NATS_API_WAIT_MS)) != NATS_OK
+      && nats_is_connected (be))
+    {
+      nats_set_error (be, error, s, 0, "subscribing to a NATS channel");
+      nats_unsubscribe (sub);
+      return NULL;
+    }
+  return sub;
+}
+
+static gboolean
+nats_publish (ConatBackend *backend, const char *scope, const char *path, const char *name,
+              GBytes *message, GError **error)
+{
+  NatsBackend *be = (NatsBackend *) backend;
+  g_autofree char *subject = conat_nats_channel_subject (scope, path, name, error);
+  gsize len;
+  const void *data = g_bytes_get_data (message, &len);
+  gsize max = natsConnection_GetMaxPayload (be->nc);
+  natsStatus s;
+
+  if (subject == NULL)
+    return FALSE;
+  if (len > max)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_TOO_BIG,
+                   "message of %zu bytes is over the server's limit of %zu", len, max);
+      return FALSE;
+    }
+  s = natsConnection_Publish (be->nc, subject, data, (int) len);
+  if (s != NATS_OK)
+    {
+      nats_set_error (be, error, s, 0, "publishing on a NATS channel");
+      return FALSE;
+    }
+  /* Without a flush the message waits for the library's 1 ms flusher. */
+  if (nats_is_connected (be))
+    natsConnection_FlushTimeout (be->nc, NATS_API_WAIT_MS);
+  return TRUE;
+}
+
+static gsize
+nats_max_message_size (ConatBackend *backend)
+{
+  return natsConnection_GetMaxPayload (((NatsBackend *) backend)->nc);
+}
+
+/* --------------------------------------------------------- connection */
+
+static void
+set_connected (NatsBackend *be, gboolean connected, const char *event)
+{
+  g_mutex_lock (&be->mu);
+  be->connected = connected;
+  be->connected_since_us = g_get_real_time ();
+  if (!connected)
+    {
+      g_free (be->last_error);
+      be->last_error = g_strdup (event);
+    }
+  else
+    be->maint_reconnect = be->maint_wanted = TRUE;
+  g_cond_broadcast (&be->cond);
+  g_mutex_unlock (&be->mu);
+  nats_acks_interrupt (be);
+}
+
+static void
+on_disconnected (natsConnection *nc, void *closure)
+{
+  NatsBackend *be = closure;
+  gboolean stopping;
+
+  g_mutex_lock (&be->mu);
+  stopping = be->stopping;
+  g_mutex_unlock (&be->mu);
+  if (!stopping)
+    g_message ("disconnected from NATS; reconnecting");
+  set_connected (closure, FALSE, "disconnected from the NATS server");
+}
+
+static void
+on_reconnected (natsConnection *nc, void *closure)
+{
+  g_message ("reconnected to NATS");
+  set_connected (closure, TRUE, NULL);
+}
+
+static void
+on_closed (natsConnection *nc, void *closure)
+{
+  NatsBackend *be = closure;
+
+  set_connected (be, FALSE, "the NATS connection is closed");
+  g_mutex_lock (&be->mu);
+  be->closed = TRUE;
+  g_cond_broadcast (&be->cond);
+  g_mutex_unlock (&be->mu);
+}
+
+static void
+on_error (natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+  NatsBackend *be = closure;
+  const char *text = NULL;
+  g_autofree char *message = NULL;
+
+  if (natsConnection_GetLastError (nc, &text) != err || text == NULL || *text == '\0')
+    text = natsStatus_GetText (err);
+  /* SUB may already be destroyed (libnats posts these late): do not touch it. */
+  message = g_strdup (text);
+  g_debug ("NATS error %d: %s", err, message);
+  /* Watches report transient trouble here and recover by themselves. */
+  if (sub == NULL || err == NATS_SLOW_CONSUMER)
+    nats_note_error (be, message);
+  if (err == NATS_NOT_PERMITTED)
+    nats_acks_permission_error (be, message);
+}
+
+static int64_t
+reconnect_delay (natsConnection *nc, int attempts, void *closure)
+{
+  int64_t ms = (int64_t) 100 << MIN (attempts, 5);
+
+  return MIN (ms, 2000) + g_random_int_range (0, 100);
+}
+
+static char *
+read_secret (const char *path, const char *what, GError **error)
+{
+  g_autoptr (GError) local = NULL;
+  char *text = NULL;
+  gsize len = 0;
+
+  if (!g_file_get_contents (path, &text, &len, &local))
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_PERMISSION, "cannot read the %s file: %s",
+                   what, local->message);
+      return NULL;
+    }
+  while (len > 0 && g_ascii_isspace (text[len - 1]))
+    text[--len] = '\0';
+  if (len == 0 || strlen (text) != len)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_PERMISSION, "the %s file %s is empty or binary",
+                   what, path);
+      g_free (text);
+      return NULL;
+    }
+  return text;
+}
+
+static void
+free_secret (char *secret)
+{
+  if (secret == NULL)
+    return;
+  memset (secret, 0, strlen (secret));
+  g_free (secret);
+}
+
+static gboolean
+options_set_credentials (natsOptions *o, const ConatNatsOptions *opts, GError **error)
+{
+  natsStatus s = NATS_OK;
+  const char *what = NULL;
+
+  if (opts->creds_file)
+    {
+      what = "credentials file";
+      s = natsOptions_SetUserCredentialsFromFiles (o, opts->creds_file, NULL);
+    }
+  if (s == NATS_OK && opts->user)
+    {
+      char *password = NULL;
+
+      if (opts->password_file && !(password = read_secret (opts->password_file, "password", error)))
+        return FALSE;
+      what = "user and password";
+      s = natsOptions_SetUserInfo (o, opts->user, password);
+      free_secret (password);
+    }
+  if (s == NATS_OK && opts->token_file)
+    {
+      char *token = read_secret (opts->token_file, "token", error);
+
+      if (token == NULL)
+        return FALSE;
+      what = "token";
+      s = natsOptions_SetToken (o, token);
+      free_secret (token);
+    }
+  if (s == NATS_OK && opts->tls_ca)
+    {
+      what = "TLS CA file";
+      s = natsOptions_LoadCATrustedCertificates (o, opts->tls_ca);
+      if (s == NATS_OK)
+        s = natsOptions_SetSecure (o, true);
+    }
+  if (s == NATS_OK && (opts->tls_cert || opts->tls_key))
+    {
+      what = "TLS certificate and key";
+      if (!opts->tls_cert || !opts->tls_key)
+        {
+          g_set_error_literal (error, CONAT_ERROR, CONAT_ERROR_FAILED,
+                               "a TLS certificate needs both --tls-cert and --tls-key");
+          return FALSE;
+        }
+      s = natsOptions_LoadCertificatesChain (o, opts->tls_cert, opts->tls_key);
+      if (s == NATS_OK)
+        s = natsOptions_SetSecure (o, true);
+    }
+  if (s != NATS_OK)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_PERMISSION, "cannot use the NATS %s: %s", what,
+                   natsStatus_GetText (s));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* The server list as shown in the status: no "user:password@". */
+static char *
+servers_display (char **urls)
+{
+  GString *out = g_string_new (NULL);
+
+  for (guint i = 0; urls[i]; i++)
+    {
+      const char *url = urls[i];
+      const char *scheme = strstr (url, "://");
+      const char *host = scheme ? scheme + 3 : url;
+      const char *at = strchr (host, '@');
+      const char *slash = strchr (host, '/');
+
+      if (out->len)
+        g_string_append_c (out, ',');
+      g_string_append_len (out, url, host - url);
+      g_string_append (out, at && (!slash || at < slash) ? at + 1 : host);
+    }
+  return g_string_free (out, FALSE);
+}
+
+static natsOptions *
+options_new (NatsBackend *be, const ConatNatsOptions *opts, GError **error)
+{
+  g_auto (GStrv) urls = g_strsplit (opts->servers ? opts->servers : "nats://127.0.0.1:4222", ",", -1);
+  natsOptions *o = NULL;
+  natsStatus s;
+
+  for (guint i = 0; urls[i]; i++)
+    g_strstrip (urls[i]);
+  be->servers = servers_display (urls);
+  s = natsOptions_Create (&o);
+  if (s == NATS_OK)
+    s = natsOptions_SetServers (o, (const char **) urls, g_strv_length (urls));
+  if (s == NATS_OK)
+    {
+      natsOptions_SetName (o, "conatfs");
+      natsOptions_SetTimeout (o, CONNECT_TIMEOUT_MS);
+      natsOptions_SetMaxReconnect (o, -1);
+      natsOptions_SetCustomReconnectDelay (o, reconnect_delay, be);
+      natsOptions_SetPingInterval (o, PING_INTERVAL_MS);
+      natsOptions_SetMaxPingsOut (o, 3);
+      natsOptions_UseGlobalMessageDelivery (o, true);
+      natsOptions_SetDisconnectedCB (o, on_disconnected, be);
+      natsOptions_SetReconnectedCB (o, on_reconnected, be);
+      natsOptions_SetClosedCB (o, on_closed, be);
+      natsOptions_SetErrorHandler (o, on_error, be);
+    }
+  else
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_FAILED, "bad NATS server list %s: %s",
+                   be->servers, natsStatus_GetText (s));
+      natsOptions_Destroy (o);
+      return NULL;
+    }
+  if (!options_set_credentials (o, opts, error))
+    {
+      natsOptions_Destroy (o);
+      return NULL;
+    }
+  return o;
+}
+
+static gboolean
+connect_server (NatsBackend *be, const ConatNatsOptions *opts, GError **error)
+{
+  natsOptions *o = options_new (be, opts, error);
+  jsAccountInfo *ai = NULL;
+  jsErrCode jerr = 0;
+  jsOptions jo;
+  natsStatus s;
+
+  if (o == NULL)
+    return FALSE;
+  nats_SetMessageDeliveryPoolSize (DELIVERY_POOL_SIZE);
+  s = natsConnection_Connect (&be->nc, o);
+  natsOptions_Destroy (o);
+  if (s == NATS_NO_SERVER || s == NATS_TIMEOUT || s == NATS_IO_ERROR)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_DISCONNECTED, "no NATS server answered at %s",
+                   be->servers);
+      return FALSE;
+    }
+  if (s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_PERMISSION,
+                   "the NATS server at %s refused the credentials", be->servers);
+      return FALSE;
+    }
+  if (s != NATS_OK)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_FAILED, "cannot connect to NATS at %s: %s",
+                   be->servers, nats_GetLastError (NULL) ? nats_GetLastError (NULL)
+                                                         : natsStatus_GetText (s));
+      return FALSE;
+    }
+  be->connected = TRUE;
+  be->connected_since_us = g_get_real_time ();
+  if (natsConnection_HasHeaderSupport (be->nc) != NATS_OK)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_FAILED,
+                   "the NATS server at %s is too old (no message headers)", be->servers);
+      return FALSE;
+    }
+  jsOptions_Init (&jo);
+  jo.Wait = NATS_API_WAIT_MS;
+  s = natsConnection_JetStream (&be->js, be->nc, &jo);
+  if (s == NATS_OK)
+    s = js_GetAccountInfo (&ai, be->js, NULL, &jerr);
+  jsAccountInfo_Destroy (ai);
+  if (s != NATS_OK)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_FAILED,
+                   "JetStream is not available on the NATS server at %s: %s", be->servers,
+                   natsStatus_GetText (s));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static void nats_free (ConatBackend *backend);
+static void nats_get_status (ConatBackend *backend, ConatClientStatus *status);
+
+static const ConatBackendClass nats_class = {
+  .name = "nats",
+  .free = nats_free,
+  .list_scopes = nats_list_scopes,
+  .create_scope = nats_create_scope,
+  .remove_scope = nats_remove_scope,
+  .has_scope = nats_has_scope,
+  .list_stores = nats_list_stores,
+  .create_store = nats_create_store,
+  .remove_store = nats_remove_store,
+  .store_info = nats_store_info,
+  .set_store_ephemeral = nats_set_store_ephemeral,
+  .store_open = nats_store_open,
+  .store_close = nats_store_close,
+  .put_many = nats_put_many,
+  .max_value_size = nats_max_value_size,
+  .subscribe = nats_subscribe,
+  .unsubscribe = nats_unsubscribe,
+  .publish = nats_publish,
+  .max_message_size = nats_max_message_size,
+  .get_status = nats_get_status,
+};
+
+ConatBackend *
+conat_backend_nats_new (const ConatNatsOptions *opts, GError **error)
+{
+  NatsBackend *be = g_new0 (NatsBackend, 1);
+
+  be->parent.klass = &nats_class;
+  be->replicas = opts->replicas;
+  g_mutex_init (&be->mu);
+  g_cond_init (&be->cond);
+  nats_acks_init (be);
+  be->pool = g_thread_pool_new (dispatch_run, be, DISPATCH_THREADS, FALSE, NULL);
+  if (!connect_server (be, opts, error) || !nats_acks_start (be, error))
+    {
+      nats_free (&be->parent);
+      return NULL;
+    }
+  be->maint = g_thread_new ("conat-nats-maint", nats_maint_thread, be);
+  return &be->parent;
+}
+
+static void
+nats_free (ConatBackend *backend)
+{
+  NatsBackend *be = (NatsBackend *) backend;
+  gint64 deadline = g_get_monotonic_time () + CLOSE_WAIT_US;
+
+  g_mutex_lock (&be->mu);
+  be->stopping = TRUE;
+  g_cond_broadcast (&be->cond);
+  g_mutex_unlock (&be->mu);
+  if (be->maint)
+    g_thread_join (be->maint);
+  if (be->stores != NULL)
+    g_warning ("NATS backend freed with %u stores open", g_list_length (be->stores));
+  nats_acks_stop (be);
+  jsCtx_Destroy (be->js);
+  if (be->nc)
+    {
+      /* Callbacks hold BE: wait for the last one (closed) before freeing. */
+      natsConnection_Close (be->nc);
+      g_mutex_lock (&be->mu);
+      while (!be->closed && g_cond_wait_until (&be->cond, &be->mu, deadline))
+        ;
+      g_mutex_unlock (&be->mu);
+      natsConnection_Destroy (be->nc);
+    }
+  g_thread_pool_free (be->pool, FALSE, TRUE);
+  nats_acks_clear (be);
+  g_cond_clear (&be->cond);
+  g_mutex_clear (&be->mu);
+  g_free (be->servers);
+  g_free (be->last_error);
+  g_free (be);
+}
+
+static void
+nats_get_status (ConatBackend *backend, ConatClientStatus *status)
+{
+  NatsBackend *be = (NatsBackend *) backend;
+
+  g_mutex_lock (&be->mu);
+  status->connected = be->connected;
+  status->connected_since_us = be->connected_since_us;
+  g_free (status->last_error);
+  status->last_error = g_strdup (be->last_error);
+  g_free (status->servers);
+  status->servers = g_strdup (be->servers);
+  g_mutex_unlock (&be->mu);
+}

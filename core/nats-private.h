@@ -1,0 +1,160 @@
+/* nats-private.h — what backend-nats.c and nats-store.c share. */
+#pragma once
+
+#include "backend.h"
+#include "nats-names.h"
+
+#include <nats/nats.h>
+
+G_BEGIN_DECLS
+
+#define NATS_API_WAIT_MS 5000                     /* JetStream API requests */
+#define NATS_LOAD_TIMEOUT_US (30 * G_USEC_PER_SEC) /* replay of a bucket */
+#define NATS_WRITER_HEADER "Conat-Writer"          /* "<writer_id hex>.<gen hex>" */
+
+typedef struct _NatsBackend NatsBackend;
+typedef struct _Dispatch Dispatch;
+
+/* A queue of callbacks run in order on the backend's dispatch pool. */
+typedef struct {
+  void (*deliver) (Dispatch *d, gpointer item);  /* runs the user callback */
+  GDestroyNotify free_item;
+  void (*finalize) (Dispatch *d);                /* frees the owner */
+} DispatchClass;
+
+struct _Dispatch {
+  const DispatchClass *klass;
+  NatsBackend *be;
+  gint refs;          /* atomic */
+  GMutex mu;          /* guards the fields below, and owner fields that say so */
+  GCond cond;
+  GQueue items;
+  gboolean started;   /* FALSE while store_open loads */
+  gboolean scheduled; /* pushed to the pool or running */
+  gboolean closing;
+  GThread *running;   /* the pool thread inside deliver, or NULL */
+};
+
+struct _NatsBackend {
+  ConatBackend parent;
+  natsConnection *nc;   /* immutable after connect */
+  jsCtx *js;            /* immutable after connect */
+  int replicas;
+  char *servers;        /* for display: no credentials */
+  GThreadPool *pool;    /* runs Dispatch queues */
+  GThread *maint;
+
+  GMutex mu;            /* guards the fields below */
+  GCond cond;
+  gboolean connected;
+  gboolean closed;
+  gint64 connected_since_us;
+  char *last_error;
+  gboolean stopping;
+  GList *stores;        /* open ConatBackendStore*, not referenced */
+  gboolean maint_wanted;
+  gboolean maint_reconnect;
+
+  /* Acks of pipelined puts: one wildcard subscription on ack_prefix + "*". */
+  GMutex ack_mu;        /* guards the fields below */
+  GCond ack_cond;
+  char *ack_prefix;     /* "<inbox>." */
+  natsSubscription *ack_sub;
+  gboolean ack_sub_done;
+  GHashTable *acks;     /* guint64 id -> AckSlot* */
+  guint64 next_ack_id;
+  guint ack_epoch;      /* bumped on every disconnect */
+  guint perm_epoch;     /* bumped on every permission violation */
+  char *perm_text;
+};
+
+/* An open store handle (nats-store.c; nats-put.c writes through it). */
+struct _ConatBackendStore {
+  Dispatch d;
+  char *bucket;
+  char *stream;            /* "KV_<bucket>" */
+  char *prefix;            /* "$KV.<bucket>." */
+  char *filter;            /* "$KV.<bucket>.>" */
+  ConatChangeCallback on_change;
+  gpointer user_data;
+  GMutex sub_mu;           /* held while the subscription is replaced or checked */
+
+  /* guarded by d.mu */
+  natsSubscription *sub;
+  guint gen;               /* generation of the current subscription */
+  gboolean ephemeral;
+  gint64 created;          /* creation time of the bucket's stream (ns) */
+  gboolean gone;           /* the bucket was missing at the last check */
+  guint64 last_seq;        /* highest revision the handle knows */
+  gint64 last_stored_ns;   /* server time of the last message delivered */
+  gboolean loading;
+  guint64 load_target;
+  guint64 loaded_rev;
+  GHashTable *load;        /* key -> Change*, while loading */
+  GHashTable *keys;        /* ephemeral stores: key -> gint64* stored_ns, keys with a value */
+  gboolean resetting;      /* writes wait while the bucket is re-created */
+
+  /* guarded by be->mu */
+  gboolean check_wanted;
+};
+
+/* backend-nats.c */
+void dispatch_init (Dispatch *d, const DispatchClass *klass, NatsBackend *be);
+Dispatch *dispatch_ref (Dispatch *d);
+void dispatch_unref (Dispatch *d);
+void dispatch_push_locked (Dispatch *d, gpointer item);
+void dispatch_start (Dispatch *d);
+void dispatch_close (Dispatch *d);
+
+void nats_note_error (NatsBackend *be, const char *message);
+void nats_set_error (NatsBackend *be, GError **error, natsStatus s, jsErrCode jerr,
+                     const char *context);
+gboolean nats_is_connected (NatsBackend *be);
+
+/* nats-namespace.c */
+GPtrArray *nats_list_scopes (ConatBackend *backend, GError **error);
+gboolean nats_create_scope (ConatBackend *backend, const char *scope, GError **error);
+gboolean nats_remove_scope (ConatBackend *backend, const char *scope, GError **error);
+gboolean nats_has_scope (ConatBackend *backend, const char *scope, GError **error);
+GPtrArray *nats_list_stores (ConatBackend *backend, const char *scope, GError **error);
+gboolean nats_create_store (ConatBackend *backend, const char *scope, const char *name,
+                            gboolean ephemeral, GError **error);
+gboolean nats_remove_store (ConatBackend *backend, const char *scope, const char *name,
+                            GError **error);
+gboolean nats_store_info (ConatBackend *backend, const char *scope, const char *name,
+                          ConatStoreInfo *info, GError **error);
+gboolean nats_set_store_ephemeral (ConatBackend *backend, const char *scope, const char *name,
+                                   gboolean ephemeral, GError **error);
+gboolean nats_stream_info (NatsBackend *be, const char *bucket, jsStreamInfo **si,
+                           GError **error);
+gboolean nats_bucket_create (NatsBackend *be, const char *bucket, gboolean ephemeral,
+                             GError **error);
+gboolean nats_bucket_ensure (NatsBackend *be, const char *bucket, gboolean ephemeral,
+                             gboolean create, jsStreamInfo **si, gboolean *created,
+                             GError **error);
+void nats_bucket_skip_to (NatsBackend *be, const char *bucket, guint64 seq);
+gboolean nats_scope_mark (NatsBackend *be, const char *scope, GError **error);
+gboolean nats_msg_is_delete (natsMsg *msg);
+
+/* nats-store.c */
+ConatBackendStore *nats_store_open (ConatBackend *backend, const char *scope, const char *name,
+                                    gboolean ephemeral, ConatChangeCallback on_load,
+                                    ConatChangeCallback on_change, gpointer user_data,
+                                    guint64 *loaded_revision, GError **error);
+void nats_store_close (ConatBackendStore *store);
+void nats_store_request_check (ConatBackendStore *store);
+void nats_stores_bucket_changed (NatsBackend *be, const char *bucket);
+gpointer nats_maint_thread (gpointer data);
+
+/* nats-put.c */
+gboolean nats_put_many (ConatBackendStore *store, ConatPut *puts, guint n, GError **error);
+gsize nats_max_value_size (ConatBackendStore *store);
+
+void nats_acks_init (NatsBackend *be);
+gboolean nats_acks_start (NatsBackend *be, GError **error);
+void nats_acks_stop (NatsBackend *be);
+void nats_acks_clear (NatsBackend *be);
+void nats_acks_interrupt (NatsBackend *be);
+void nats_acks_permission_error (NatsBackend *be, const char *text);
+
+G_END_DECLS

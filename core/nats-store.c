@@ -1,0 +1,724 @@
+/* nats-store.c — store handles of the NATS backend: the watch that keeps a
+ * handle current, and recovery when a bucket vanishes.
+ *
+ * Watch.  A handle owns one ordered push consumer on "$KV.<bucket>.>"
+ * (libnats re-creates it from the next sequence after a gap or missed
+ * heartbeats).  store_open reads the bucket's last sequence L, then starts
+ * the consumer with "last message per subject": that replay comes in
+ * sequence order and always includes L, so once a message with sequence >= L
+ * arrived the handle holds every key.  Every subscription carries a
+ * generation; messages of a replaced subscription are dropped, so changes
+ * stay in revision order over re-subscriptions.
+ *
+ * Vanishing buckets.  A memory bucket is gone after a server restart, and a
+ * bucket can be removed or re-created (set_store_ephemeral) by any client.
+ * The maintenance thread compares each open handle's bucket creation time
+ * with the server's: after a reconnect, every 30 s, and when a write found no
+ * stream.  When the bucket is new (re-created by us, for an ephemeral store
+ * after a reconnect or for any store that is written to, or by someone
+ * else), the handle reports each of the K keys it had as deleted, at
+ * revisions S+1 .. S+K (S = the highest revision it knew), the bucket is
+ * moved on to sequence S+K+1 if it is still empty, and a new watch starts
+ * after S+K.  So the revisions a handle reports only grow; a client that
+ * writes to the new bucket before it was moved on loses those writes for
+ * this handle (a documented gap).
+ */
+#define G_LOG_DOMAIN "conat-nats"
+
+#include "nats-private.h"
+
+#include <string.h>
+
+#define MAINT_PERIOD_US (30 * G_USEC_PER_SEC)
+#define MAINT_RETRY_US (1 * G_USEC_PER_SEC)
+
+typedef struct {
+  char *key;
+  GBytes *value;  /* NULL: deleted */
+  guint64 revision;
+  gint64 time_ms;
+  gint64 stored_ns;  /* server time the message was stored; 0 if synthetic */
+  guint64 writer_id;
+  guint64 gen;
+} Change;
+
+typedef struct {
+  ConatBackendStore *store;  /* a reference */
+  guint gen;
+} Watch;
+
+typedef enum { CHECK_NONE, CHECK_PERIODIC, CHECK_RECONNECT, CHECK_WRITE } CheckKind;
+
+static void
+change_free (gpointer data)
+{
+  Change *c = data;
+
+  g_free (c->key);
+  if (c->value)
+    g_bytes_unref (c->value);
+  g_free (c);
+}
+
+static void
+parse_writer (const char *text, guint64 *writer_id, guint64 *gen)
+{
+  char *end = NULL;
+  guint64 w = g_ascii_strtoull (text, &end, 16);
+  const char *g;
+  guint64 n;
+
+  if (end == text || *end != '.')
+    return;
+  g = end + 1;
+  n = g_ascii_strtoull (g, &end, 16);
+  if (end == g || *end != '\0')
+    return;
+  *writer_id = w;
+  *gen = n;
+}
+
+/* NULL for messages that are no key of ours (then only *SEQ is set). */
+static Change *
+change_from_msg (ConatBackendStore *st, natsMsg *msg, guint64 *seq)
+{
+  const char *subject = natsMsg_GetSubject (msg);
+  gsize prefix_len = strlen (st->prefix);
+  jsMsgMetaData *meta = NULL;
+  const char *writer = NULL;
+  gint64 stored_ns;
+  Change *c;
+  char *key;
+
+  if (natsMsg_GetMetaData (&meta, msg) != NATS_OK)
+    return NULL;
+  *seq = meta->Sequence.Stream;
+  stored_ns = meta->Timestamp;
+  jsMsgMetaData_Destroy (meta);
+  if (!g_str_has_prefix (subject, st->prefix))
+    return NULL;
+  key = conat_nats_key_decode (subject + prefix_len, strlen (subject) - prefix_len);
+  if (key == NULL)
+    {
+      g_debug ("ignoring key %s of bucket %s: not in conat's encoding", subject + prefix_len,
+               st->bucket);
+      return NULL;
+    }
+  c = g_new0 (Change, 1);
+  c->key = key;
+  c->revision = *seq;
+  c->time_ms = stored_ns / 1000000;
+  c->stored_ns = stored_ns;
+  if (!nats_msg_is_delete (msg))
+    c->value = g_bytes_new (natsMsg_GetData (msg), natsMsg_GetDataLength (msg));
+  if (natsMsgHeader_Get (msg, NATS_WRITER_HEADER, &writer) == NATS_OK && writer != NULL)
+    parse_writer (writer, &c->writer_id, &c->gen);
+  return c;
+}
+
+static void
+store_deliver (Dispatch *d, gpointer item)
+{
+  ConatBackendStore *st = (ConatBackendStore *) d;
+  Change *c = item;
+  ConatChange change = { c->key, c->value, c->revision, c->time_ms, c->writer_id, c->gen };
+
+  st->on_change (&change, st->user_data);
+}
+
+static void
+store_finalize (Dispatch *d)
+{
+  ConatBackendStore *st = (ConatBackendStore *) d;
+
+  g_clear_pointer (&st->load, g_hash_table_unref);
+  g_clear_pointer (&st->keys, g_hash_table_unref);
+  g_mutex_clear (&st->sub_mu);
+  g_free (st->bucket);
+  g_free (st->stream);
+  g_free (st->prefix);
+  g_free (st->filter);
+  g_free (st);
+}
+
+static const DispatchClass store_class = { store_deliver, change_free, store_finalize };
+
+/* ----------------------------------------------------------------- watch */
+
+static void
+store_track_key_locked (ConatBackendStore *st, Change *c)
+{
+  if (st->keys == NULL)
+    return;
+  if (c->value)
+    g_hash_table_insert (st->keys, g_strdup (c->key), g_memdup2 (&c->stored_ns, sizeof c->stored_ns));
+  else
+    g_hash_table_remove (st->keys, c->key);
+}
+
+/* On a libnats delivery thread: bookkeeping only. */
+static void
+store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+  Watch *w = closure;
+  ConatBackendStore *st = w->store;
+  guint64 seq = 0;
+  Change *c = change_from_msg (st, msg, &seq);
+
+  natsMsg_Destroy (msg);
+  g_mutex_lock (&st->d.mu);
+  if (seq > 0 && w->gen == st->gen && !st->d.closing)
+    {
+      st->last_seq = MAX (st->last_seq, seq);
+      if (c)
+        st->last_stored_ns = c->stored_ns;
+      if (c)
+        store_track_key_locked (st, c);
+      if (st->loading)
+        {
+          if (c)
+            {
+              Change *entry = g_steal_pointer (&c);
+
+              g_hash_table_replace (st->load, entry->key, entry);
+            }
+          if (seq >= st->load_target)
+            {
+              st->loading = FALSE;
+              st->loaded_rev = st->last_seq;
+              g_cond_broadcast (&st->d.cond);
+            }
+        }
+      else if (c)
+        dispatch_push_locked (&st->d, g_steal_pointer (&c));
+    }
+  g_mutex_unlock (&st->d.mu);
+  if (c)
+    change_free (c);
+}
+
+static void
+watch_done (void *closure)
+{
+  Watch *w = closure;
+
+  dispatch_unref (&w->store->d);
+  g_free (w);
+}
+
+/* With d.mu held: detaches the subscription; its messages are dropped from
+ * now on.  The caller destroys it without d.mu. */
+static natsSubscription *
+store_take_sub_locked (ConatBackendStore *st)
+{
+  natsSubscription *sub = st->sub;
+
+  st->gen++;
+  st->sub = NULL;
+  return sub;
+}
+
+/* With sub_mu held: starts a new watch. */
+static gboolean
+store_subscribe (ConatBackendStore *st, jsDeliverPolicy policy, guint64 start, GError **error)
+{
+  NatsBackend *be = st->d.be;
+  Watch *w = g_new0 (Watch, 1);
+  natsSubscription *sub = NULL;
+  jsErrCode jerr = 0;
+  jsSubOptions so;
+  natsStatus s;
+
+  w->store = (ConatBackendStore *) dispatch_ref (&st->d);
+  g_mutex_lock (&st->d.mu);
+  w->gen = ++st->gen;
+  g_mutex_unlock (&st->d.mu);
+
+  jsSubOptions_Init (&so);
+  so.Stream = st->stream;
+  so.Ordered = true;
+  so.Config.DeliverPolicy = policy;
+  so.Config.OptStartSeq = start;
+  s = js_Subscribe (&sub, be->js, st->filter, store_on_msg, w, NULL, &so, &jerr);
+  if (s != NATS_OK)
+    {
+      nats_set_error (be, error, s, jerr, "watching NATS bucket");
+      watch_done (w);
+      return FALSE;
+    }
+  if (natsSubscription_SetOnCompleteCB (sub, watch_done, w) != NATS_OK)
+    g_debug ("watch of %s closed before it started", st->bucket);
+
+  g_mutex_lock (&st->d.mu);
+  if (st->gen == w->gen && !st->d.closing)
+    {
+      st->sub = sub;
+      sub = NULL;
+    }
+  g_mutex_unlock (&st->d.mu);
+  if (sub)
+    natsSubscription_Destroy (sub);
+  return TRUE;
+}
+
+/* Ends the watch; no callback runs afterwards. */
+static void
+store_shutdown (ConatBackendStore *st)
+{
+  natsSubscription *sub;
+
+  dispatch_close (&st->d);
+  g_mutex_lock (&st->sub_mu);
+  g_mutex_lock (&st->d.mu);
+  sub = store_take_sub_locked (st);
+  g_mutex_unlock (&st->d.mu);
+  if (sub)
+    natsSubscription_Destroy (sub);  /* the server drops the consumer when idle */
+  g_mutex_unlock (&st->sub_mu);
+}
+
+/* --------------------------------------------------------- open, close */
+
+static ConatBackendStore *
+store_new (NatsBackend *be, const char *bucket, ConatChangeCallback on_change,
+           gpointer user_data, jsStreamInfo *si)
+{
+  ConatBackendStore *st = g_new0 (ConatBackendStore, 1);
+
+  dispatch_init (&st->d, &store_class, be);
+  g_mutex_init (&st->sub_mu);
+  st->bucket = g_strdup (bucket);
+  st->stream = g_strconcat ("KV_", bucket, NULL);
+  st->prefix = g_strconcat ("$KV.", bucket, ".", NULL);
+  st->filter = g_strconcat ("$KV.", bucket, ".>", NULL);
+  st->on_change = on_change;
+  st->user_data = user_data;
+  st->ephemeral = si->Config->Storage == js_MemoryStorage;
+  st->created = si->Created;
+  if (st->ephemeral)
+    st->keys = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  st->last_seq = si->State.LastSeq;
+  if (si->State.Msgs > 0)
+    {
+      st->loading = TRUE;
+      st->load_target = si->State.LastSeq;
+      st->load = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, change_free);
+    }
+  else
+    st->loaded_rev = si->State.LastSeq;
+  return st;
+}
+
+static gboolean
+store_wait_loaded (ConatBackendStore *st, GError **error)
+{
+  gint64 deadline = g_get_monotonic_time () + NATS_LOAD_TIMEOUT_US;
+  gboolean loading;
+
+  g_mutex_lock (&st->d.mu);
+  while (st->loading && g_cond_wait_until (&st->d.cond, &st->d.mu, deadline))
+    ;
+  loading = st->loading;
+  g_mutex_unlock (&st->d.mu);
+  if (loading)
+    g_set_error (error, CONAT_ERROR, CONAT_ERROR_TIMEOUT,
+                 "loading NATS bucket %s did not finish in time", st->bucket);
+  return !loading;
+}
+
+static gint
+change_cmp (gconstpointer a, gconstpointer b)
+{
+  const Change *x = *(Change *const *) a;
+  const Change *y = *(Change *const *) b;
+
+  return x->revision < y->revision ? -1 : x->revision > y->revision;
+}
+
+/* The loaded keys, in revision order. */
+static GPtrArray *
+store_take_load (ConatBackendStore *st, guint64 *loaded_revision)
+{
+  GPtrArray *entries = g_ptr_array_new_with_free_func (change_free);
+  GHashTable *load;
+  GHashTableIter iter;
+  gpointer value;
+
+  g_mutex_lock (&st->d.mu);
+  load = g_steal_pointer (&st->load);
+  *loaded_revision = st->loaded_rev;
+  g_mutex_unlock (&st->d.mu);
+  if (load == NULL)
+    return entries;
+  g_hash_table_iter_init (&iter, load);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      g_hash_table_iter_steal (&iter);
+      g_ptr_array_add (entries, value);
+    }
+  g_hash_table_unref (load);
+  g_ptr_array_sort (entries, change_cmp);
+  return entries;
+}
+
+ConatBackendStore *
+nats_store_open (ConatBackend *backend, const char *scope, const char *name, gboolean ephemeral,
+                 ConatChangeCallback on_load, ConatChangeCallback on_change, gpointer user_data,
+                 guint64 *loaded_revision, GError **error)
+{
+  NatsBackend *be = (NatsBackend *) backend;
+  g_autofree char *bucket = conat_nats_bucket_name (scope, name, error);
+  g_autoptr (GPtrArray) entries = NULL;
+  jsStreamInfo *si = NULL;
+  gboolean created = FALSE, ok;
+  ConatBackendStore *st;
+
+  if (bucket == NULL || !nats_bucket_ensure (be, bucket, ephemeral, TRUE, &si, &created, error))
+    return NULL;
+  if (created)
+    nats_scope_mark (be, scope, NULL);
+  st = store_new (be, bucket, on_change, user_data, si);
+  jsStreamInfo_Destroy (si);
+
+  g_mutex_lock (&st->sub_mu);
+  ok = store_subscribe (st, js_DeliverLastPerSubject, 0, error);
+  g_mutex_unlock (&st->sub_mu);
+  if (!ok || !store_wait_loaded (st, error))
+    {
+      store_shutdown (st);
+      dispatch_unref (&st->d);
+      return NULL;
+    }
+  entries = store_take_load (st, loaded_revision);
+  for (guint i = 0; i < entries->len; i++)
+    {
+      Change *c = entries->pdata[i];
+      ConatChange change = { c->key, c->value, c->revision, c->time_ms, c->writer_id, c->gen };
+
+      if (c->value)
+        on_load (&change, user_data);
+    }
+  g_mutex_lock (&be->mu);
+  be->stores = g_list_prepend (be->stores, st);
+  g_mutex_unlock (&be->mu);
+  dispatch_start (&st->d);
+  return st;
+}
+
+void
+nats_store_close (ConatBackendStore *st)
+{
+  NatsBackend *be = st->d.be;
+
+  g_mutex_lock (&be->mu);
+  be->stores = g_list_remove (be->stores, st);
+  g_mutex_unlock (&be->mu);
+  store_shutdown (st);
+  dispatch_unref (&st->d);
+}
+
+
+/* ----------------------------------------------------------- maintenance */
+
+void
+nats_store_request_check (ConatBackendStore *st)
+{
+  NatsBackend *be = st->d.be;
+
+  g_mutex_lock (&be->mu);
+  st->check_wanted = TRUE;
+  be->maint_wanted = TRUE;
+  g_cond_broadcast (&be->cond);
+  g_mutex_unlock (&be->mu);
+}
+
+void
+nats_stores_bucket_changed (NatsBackend *be, const char *bucket)
+{
+  g_mutex_lock (&be->mu);
+  for (GList *l = be->stores; l; l = l->next)
+    {
+      ConatBackendStore *st = l->data;
+
+      if (strcmp (st->bucket, bucket) == 0)
+        st->check_wanted = be->maint_wanted = TRUE;
+    }
+  g_cond_broadcast (&be->cond);
+  g_mutex_unlock (&be->mu);
+}
+
+/* With d.mu held: reports every key the handle had that was stored before
+ * BEFORE_NS as deleted, each at its own revision from last_seq + 1 on (or
+ * all at last_seq unless BUMP). */
+static void
+store_forget_keys_locked (ConatBackendStore *st, gint64 before_ns, gboolean bump)
+{
+  gint64 now_ms = g_get_real_time () / 1000;
+  GHashTableIter iter;
+  gpointer key, stored;
+
+  if (st->keys == NULL)
+    return;
+  g_hash_table_iter_init (&iter, st->keys);
+  while (g_hash_table_iter_next (&iter, &key, &stored))
+    {
+      Change *c;
+
+      if (*(gint64 *) stored >= before_ns)
+        continue;
+      c = g_new0 (Change, 1);
+      c->key = g_strdup (key);
+      c->revision = bump ? ++st->last_seq : st->last_seq;
+      c->time_ms = now_ms;
+      dispatch_push_locked (&st->d, c);
+      g_hash_table_iter_remove (&iter);
+    }
+}
+
+/* The bucket is gone and not ours to re-create: its keys are gone too. */
+static void
+store_orphan (ConatBackendStore *st)
+{
+  natsSubscription *old;
+
+  g_message ("NATS bucket %s was removed", st->bucket);
+  g_mutex_lock (&st->d.mu);
+  old = store_take_sub_locked (st);
+  store_forget_keys_locked (st, G_MAXINT64, TRUE);
+  st->gone = TRUE;
+  g_mutex_unlock (&st->d.mu);
+  if (old)
+    natsSubscription_Destroy (old);
+}
+
+/* With d.mu held: the bucket behind the handle is now SI. */
+static void
+store_adopt_locked (ConatBackendStore *st, jsStreamInfo *si)
+{
+  st->created = si->Created;
+  st->gone = FALSE;
+  st->ephemeral = si->Config->Storage == js_MemoryStorage;
+  if (st->ephemeral && st->keys == NULL)
+    st->keys = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  else if (!st->ephemeral)
+    g_clear_pointer (&st->keys, g_hash_table_unref);
+}
+
+/* libnats re-creates a lost ordered consumer by itself after about 10 s of
+ * missed heartbeats, on whatever stream has the name by then: if the watch
+ * already delivered messages of the new bucket, keep it and forget only the
+ * keys of the old one (a rare race: they share the current revision). */
+static gboolean
+store_follows_new_bucket (ConatBackendStore *st, jsStreamInfo *si)
+{
+  gboolean follows;
+
+  g_mutex_lock (&st->d.mu);
+  follows = st->sub != NULL && !st->gone && st->last_stored_ns >= si->Created;
+  if (follows)
+    {
+      store_forget_keys_locked (st, si->Created, FALSE);
+      store_adopt_locked (st, si);
+    }
+  g_mutex_unlock (&st->d.mu);
+  return follows;
+}
+
+/* The bucket is new (SI), or missing (NULL: re-create it): see the top. */
+static gboolean
+store_reset (ConatBackendStore *st, jsStreamInfo *si)
+{
+  NatsBackend *be = st->d.be;
+  jsStreamInfo *fresh = NULL;
+  natsSubscription *old;
+  gboolean ephemeral, ok = FALSE;
+  guint64 next;
+
+  if (si != NULL && store_follows_new_bucket (st, si))
+    return TRUE;
+  /* Stop the old watch first, so the set of keys to forget stays put. */
+  g_mutex_lock (&st->d.mu);
+  st->resetting = TRUE;
+  old = store_take_sub_locked (st);
+  next = st->last_seq + 1 + (st->keys ? g_hash_table_size (st->keys) : 0);
+  ephemeral = st->ephemeral;
+  g_mutex_unlock (&st->d.mu);
+  if (old)
+    natsSubscription_Destroy (old);
+
+  if (si == NULL && nats_bucket_ensure (be, st->bucket, ephemeral, TRUE, &fresh, NULL, NULL))
+    si = fresh;
+  if (si != NULL && si->State.Msgs == 0 && si->State.LastSeq < next)
+    {
+      nats_bucket_skip_to (be, st->bucket, next);
+      g_clear_pointer (&fresh, jsStreamInfo_Destroy);
+      si = nats_stream_info (be, st->bucket, &fresh, NULL) ? fresh : NULL;
+    }
+  if (si != NULL)
+    {
+      g_message ("NATS bucket %s is new; reloading it", st->bucket);
+      g_mutex_lock (&st->d.mu);
+      store_forget_keys_locked (st, G_MAXINT64, TRUE);
+      store_adopt_locked (st, si);
+      g_mutex_unlock (&st->d.mu);
+      ok = store_subscribe (st, js_DeliverByStartSequence, next, NULL);
+    }
+  g_clear_pointer (&fresh, jsStreamInfo_Destroy);
+  g_mutex_lock (&st->d.mu);
+  st->resetting = FALSE;
+  g_mutex_unlock (&st->d.mu);
+  return ok;
+}
+
+/* After a reconnect the server may have lost the consumer: resume the
+ * watch after the last revision seen. */
+static gboolean
+store_check_consumer (ConatBackendStore *st)
+{
+  jsConsumerInfo *ci = NULL;
+  natsSubscription *sub, *old;
+  jsErrCode jerr = 0;
+  guint64 start;
+
+  g_mutex_lock (&st->d.mu);
+  sub = st->sub;
+  g_mutex_unlock (&st->d.mu);
+  if (sub != NULL)
+    {
+      natsStatus s = natsSubscription_GetConsumerInfo (&ci, sub, NULL, &jerr);
+
+      jsConsumerInfo_Destroy (ci);
+      if (s == NATS_OK)
+        return TRUE;
+      if (s != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr)
+        return FALSE;
+    }
+  g_mutex_lock (&st->d.mu);
+  start = st->last_seq + 1;
+  st->gone = FALSE;
+  old = store_take_sub_locked (st);
+  g_mutex_unlock (&st->d.mu);
+  if (old)
+    natsSubscription_Destroy (old);
+  return store_subscribe (st, js_DeliverByStartSequence, start, NULL);
+}
+
+/* FALSE: try again soon. */
+static gboolean
+store_check (ConatBackendStore *st, CheckKind kind)
+{
+  g_autoptr (GError) error = NULL;
+  jsStreamInfo *si = NULL;
+  gboolean ok = TRUE, closing, ephemeral, gone;
+  gint64 created;
+
+  g_mutex_lock (&st->sub_mu);
+  g_mutex_lock (&st->d.mu);
+  closing = st->d.closing;
+  created = st->created;
+  ephemeral = st->ephemeral;
+  gone = st->gone;
+  g_mutex_unlock (&st->d.mu);
+  if (closing)
+    ;
+  else if (!nats_stream_info (st->d.be, st->bucket, &si, &error))
+    {
+      if (!g_error_matches (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND))
+        ok = FALSE;
+      else if (kind == CHECK_WRITE || (kind == CHECK_RECONNECT && ephemeral))
+        ok = store_reset (st, NULL);
+      else if (!gone)
+        store_orphan (st);
+    }
+  else if (si->Created != created)
+    ok = store_reset (st, si);
+  else if (gone || kind != CHECK_PERIODIC)
+    ok = store_check_consumer (st);  /* it was not gone after all */
+  jsStreamInfo_Destroy (si);
+  g_mutex_unlock (&st->sub_mu);
+  return ok;
+}
+
+typedef struct {
+  ConatBackendStore *store;  /* a reference */
+  CheckKind kind;
+} Check;
+
+/* With be->mu held: what to check now. */
+static GArray *
+maint_collect_locked (NatsBackend *be, gboolean reconnect, gboolean periodic)
+{
+  GArray *checks = g_array_new (FALSE, FALSE, sizeof (Check));
+
+  for (GList *l = be->stores; l; l = l->next)
+    {
+      ConatBackendStore *st = l->data;
+      Check c = { st, st->check_wanted ? CHECK_WRITE
+                      : reconnect  ? CHECK_RECONNECT
+                      : periodic   ? CHECK_PERIODIC
+                                   : CHECK_NONE };
+
+      st->check_wanted = FALSE;
+      if (c.kind == CHECK_NONE)
+        continue;
+      dispatch_ref (&st->d);
+      g_array_append_val (checks, c);
+    }
+  return checks;
+}
+
+gpointer
+nats_maint_thread (gpointer data)
+{
+  NatsBackend *be = data;
+  gint64 next_periodic = g_get_monotonic_time () + MAINT_PERIOD_US;
+  gboolean retry = FALSE;
+
+  g_mutex_lock (&be->mu);
+  while (!be->stopping)
+    {
+      gint64 deadline = retry ? MIN (next_periodic, g_get_monotonic_time () + MAINT_RETRY_US)
+                              : next_periodic;
+      gboolean reconnect, periodic, connected;
+      GArray *checks;
+
+      while (!be->stopping && !be->maint_wanted
+             && g_cond_wait_until (&be->cond, &be->mu, deadline))
+        ;
+      if (be->stopping)
+        break;
+      periodic = g_get_monotonic_time () >= next_periodic;
+      if (periodic)
+        next_periodic = g_get_monotonic_time () + MAINT_PERIOD_US;
+      reconnect = be->maint_reconnect;
+      be->maint_reconnect = be->maint_wanted = FALSE;
+      connected = be->connected;
+      checks = maint_collect_locked (be, reconnect || retry, periodic);
+      g_mutex_unlock (&be->mu);
+
+      retry = FALSE;
+      for (guint i = 0; i < checks->len; i++)
+        {
+          Check *c = &g_array_index (checks, Check, i);
+          if (connected && store_check (c->store, c->kind))
+            c->kind = CHECK_NONE;
+        }
+      g_mutex_lock (&be->mu);
+      for (guint i = 0; i < checks->len; i++)
+        {
+          Check *c = &g_array_index (checks, Check, i);
+
+          /* Failed checks run again in a second, or after the reconnect. */
+          if (c->kind == CHECK_WRITE)
+            c->store->check_wanted = TRUE;
+          retry = retry || (connected && c->kind != CHECK_NONE && c->kind != CHECK_PERIODIC);
+        }
+      g_mutex_unlock (&be->mu);
+      for (guint i = 0; i < checks->len; i++)
+        dispatch_unref (&g_array_index (checks, Check, i).store->d);
+      g_array_unref (checks);
+      g_mutex_lock (&be->mu);
+    }
+  g_mutex_unlock (&be->mu);
+  return NULL;
+}

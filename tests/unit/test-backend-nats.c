@@ -1,0 +1,1418 @@
+/* test-backend-nats.c — the NATS backend against a real nats-server.
+ *
+ * Each test starts `nats-server -js` on a free loopback port with its store
+ * in a temporary directory and stops it by pid.  The server also gets
+ * PR_SET_PDEATHSIG, so a failed assertion (abort) leaves no process behind.
+ */
+#include "backend.h"
+#include "nats-names.h"
+
+#include <glib/gstdio.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define WAIT_MS 30000
+
+static GThread *main_thread;
+
+/* ---------------------------------------------------------------- server */
+
+typedef struct {
+  char *dir;       /* temporary: store dir and password files */
+  int port;
+  GPid pid;
+  char *config;    /* a configuration file, or NULL */
+} Server;
+
+static char *
+nats_server_path (void)
+{
+  const char *env = g_getenv ("NATS_SERVER");
+  const char *sbin[] = { "/usr/sbin/nats-server", "/usr/local/sbin/nats-server" };
+  char *path;
+
+  if (env != NULL)
+    return g_strdup (env);
+  path = g_find_program_in_path ("nats-server");
+  for (guint i = 0; path == NULL && i < G_N_ELEMENTS (sbin); i++)
+    if (g_file_test (sbin[i], G_FILE_TEST_IS_EXECUTABLE))
+      path = g_strdup (sbin[i]);
+  return path;
+}
+
+static int
+free_port (void)
+{
+  struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+  socklen_t len = sizeof addr;
+  int fd = socket (AF_INET, SOCK_STREAM, 0);
+
+  g_assert_cmpint (fd, >=, 0);
+  g_assert_cmpint (bind (fd, (struct sockaddr *) &addr, sizeof addr), ==, 0);
+  g_assert_cmpint (getsockname (fd, (struct sockaddr *) &addr, &len), ==, 0);
+  close (fd);
+  return ntohs (addr.sin_port);
+}
+
+static gboolean
+port_accepts (int port)
+{
+  struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons (port),
+                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+  int fd = socket (AF_INET, SOCK_STREAM, 0);
+  gboolean ok = connect (fd, (struct sockaddr *) &addr, sizeof addr) == 0;
+
+  close (fd);
+  return ok;
+}
+
+static void
+child_setup (gpointer data)
+{
+  prctl (PR_SET_PDEATHSIG, SIGKILL);
+}
+
+static void
+server_start (Server *srv)
+{
+  g_autofree char *exe = nats_server_path ();
+  g_autofree char *port = g_strdup_printf ("%d", srv->port);
+  g_autofree char *store = g_build_filename (srv->dir, "js", NULL);
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_autoptr (GError) error = NULL;
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  int status;
+
+  g_assert_nonnull (exe);
+  g_ptr_array_add (argv, exe);
+  g_ptr_array_add (argv, "-js");
+  g_ptr_array_add (argv, "-a");
+  g_ptr_array_add (argv, "127.0.0.1");
+  g_ptr_array_add (argv, "-p");
+  g_ptr_array_add (argv, port);
+  g_ptr_array_add (argv, "-sd");
+  g_ptr_array_add (argv, store);
+  if (srv->config)
+    {
+      g_ptr_array_add (argv, "-c");
+      g_ptr_array_add (argv, srv->config);
+    }
+  g_ptr_array_add (argv, NULL);
+  g_spawn_async (NULL, (char **) argv->pdata, NULL,
+                 G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                 child_setup, NULL, &srv->pid, &error);
+  g_assert_no_error (error);
+  while (!port_accepts (srv->port))
+    {
+      g_assert_cmpint (waitpid (srv->pid, &status, WNOHANG), ==, 0);  /* still running */
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_usleep (10000);
+    }
+}
+
+static void
+server_stop_signal (Server *srv, int sig)
+{
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  int status;
+
+  if (srv->pid <= 0)
+    return;
+  kill (srv->pid, sig);
+  while (waitpid (srv->pid, &status, WNOHANG) == 0)
+    {
+      if (g_get_monotonic_time () > deadline)
+        {
+          kill (srv->pid, SIGKILL);
+          waitpid (srv->pid, &status, 0);
+          break;
+        }
+      g_usleep (10000);
+    }
+  srv->pid = 0;
+}
+
+static void
+remove_tree (const char *path)
+{
+  GDir *dir = g_dir_open (path, 0, NULL);
+  const char *name;
+
+  while (dir && (name = g_dir_read_name (dir)))
+    {
+      g_autofree char *child = g_build_filename (path, name, NULL);
+
+      if (g_file_test (child, G_FILE_TEST_IS_DIR) && !g_file_test (child, G_FILE_TEST_IS_SYMLINK))
+        remove_tree (child);
+      else
+        g_unlink (child);
+    }
+  if (dir)
+    g_dir_close (dir);
+  g_rmdir (path);
+}
+
+typedef struct {
+  Server srv;
+  char *url;
+} Fixture;
+
+static void
+fixture_setup (Fixture *fx, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  fx->srv.dir = g_dir_make_tmp ("conat-nats-XXXXXX", &error);
+  g_assert_no_error (error);
+  fx->srv.port = free_port ();
+  if (data != NULL)
+    {
+      fx->srv.config = g_build_filename (fx->srv.dir, "server.conf", NULL);
+      g_assert_true (g_file_set_contents (fx->srv.config, data, -1, NULL));
+    }
+  fx->url = g_strdup_printf ("nats://127.0.0.1:%d", fx->srv.port);
+  server_start (&fx->srv);
+}
+
+static void
+fixture_teardown (Fixture *fx, gconstpointer data)
+{
+  server_stop_signal (&fx->srv, SIGTERM);
+  remove_tree (fx->srv.dir);
+  g_free (fx->srv.dir);
+  g_free (fx->srv.config);
+  g_free (fx->url);
+}
+
+static ConatBackend *
+backend_new (Fixture *fx)
+{
+  ConatNatsOptions opts = { .servers = fx->url };
+  g_autoptr (GError) error = NULL;
+  ConatBackend *be = conat_backend_nats_new (&opts, &error);
+
+  g_assert_no_error (error);
+  g_assert_nonnull (be);
+  g_assert_cmpstr (be->klass->name, ==, "nats");
+  return be;
+}
+
+static void
+backend_free (ConatBackend *be)
+{
+  be->klass->free (be);
+}
+
+static gboolean
+backend_connected (ConatBackend *be)
+{
+  ConatClientStatus status = { 0 };
+  gboolean connected;
+
+  be->klass->get_status (be, &status);
+  connected = status.connected;
+  g_free (status.servers);
+  g_free (status.last_error);
+  return connected;
+}
+
+/* -------------------------------------------------------------- recorder */
+
+typedef struct {
+  char *key;
+  GBytes *value;
+  guint64 revision;
+  gint64 time_ms;
+  guint64 writer_id;
+  guint64 gen;
+} Seen;
+
+typedef struct {
+  GMutex mu;
+  GCond cond;
+  GPtrArray *loaded;   /* Seen*, from on_load */
+  GPtrArray *changes;  /* Seen*, from on_change */
+  guint64 last_revision;
+  gboolean out_of_order;
+  gboolean on_caller_thread;
+} Recorder;
+
+static void
+seen_free (gpointer data)
+{
+  Seen *s = data;
+
+  g_free (s->key);
+  if (s->value)
+    g_bytes_unref (s->value);
+  g_free (s);
+}
+
+static Seen *
+seen_new (const ConatChange *c)
+{
+  Seen *s = g_new0 (Seen, 1);
+
+  s->key = g_strdup (c->key);
+  s->value = c->value ? g_bytes_ref (c->value) : NULL;
+  s->revision = c->revision;
+  s->time_ms = c->time_ms;
+  s->writer_id = c->writer_id;
+  s->gen = c->gen;
+  return s;
+}
+
+static void
+recorder_init (Recorder *r)
+{
+  memset (r, 0, sizeof *r);
+  g_mutex_init (&r->mu);
+  g_cond_init (&r->cond);
+  r->loaded = g_ptr_array_new_with_free_func (seen_free);
+  r->changes = g_ptr_array_new_with_free_func (seen_free);
+}
+
+static void
+recorder_clear (Recorder *r)
+{
+  g_ptr_array_unref (r->loaded);
+  g_ptr_array_unref (r->changes);
+  g_cond_clear (&r->cond);
+  g_mutex_clear (&r->mu);
+}
+
+static void
+on_load (const ConatChange *c, gpointer data)
+{
+  Recorder *r = data;
+
+  g_mutex_lock (&r->mu);
+  g_ptr_array_add (r->loaded, seen_new (c));
+  g_mutex_unlock (&r->mu);
+}
+
+static void
+on_change (const ConatChange *c, gpointer data)
+{
+  Recorder *r = data;
+
+  g_mutex_lock (&r->mu);
+  if (c->revision <= r->last_revision)
+    {
+      g_test_message ("change %s at %" G_GUINT64_FORMAT " after %" G_GUINT64_FORMAT, c->key,
+                      c->revision, r->last_revision);
+      r->out_of_order = TRUE;
+    }
+  r->last_revision = c->revision;
+  if (g_thread_self () == main_thread)
+    r->on_caller_thread = TRUE;
+  g_ptr_array_add (r->changes, seen_new (c));
+  g_cond_broadcast (&r->cond);
+  g_mutex_unlock (&r->mu);
+}
+
+/* Waits until at least COUNT changes arrived. */
+static void
+recorder_wait (Recorder *r, guint count)
+{
+  gint64 deadline = g_get_monotonic_time () + WAIT_MS * 1000;
+
+  g_mutex_lock (&r->mu);
+  while (r->changes->len < count)
+    if (!g_cond_wait_until (&r->cond, &r->mu, deadline))
+      break;
+  g_assert_cmpuint (r->changes->len, >=, count);
+  g_assert_false (r->out_of_order);
+  g_assert_false (r->on_caller_thread);
+  g_mutex_unlock (&r->mu);
+}
+
+static Seen *
+recorder_change (Recorder *r, guint i)
+{
+  Seen *s;
+
+  g_mutex_lock (&r->mu);
+  s = r->changes->pdata[i];
+  g_mutex_unlock (&r->mu);
+  return s;
+}
+
+static Seen *
+find_loaded (Recorder *r, const char *key)
+{
+  for (guint i = 0; i < r->loaded->len; i++)
+    if (strcmp (((Seen *) r->loaded->pdata[i])->key, key) == 0)
+      return r->loaded->pdata[i];
+  return NULL;
+}
+
+static ConatBackendStore *
+store_open (ConatBackend *be, const char *scope, const char *name, gboolean ephemeral,
+            Recorder *r, guint64 *loaded)
+{
+  g_autoptr (GError) error = NULL;
+  guint64 rev = 0;
+  ConatBackendStore *st = be->klass->store_open (be, scope, name, ephemeral, on_load, on_change,
+                                                 r, loaded ? loaded : &rev, &error);
+
+  g_assert_no_error (error);
+  g_assert_nonnull (st);
+  return st;
+}
+
+static void
+put_init (ConatPut *p, const char *key, GBytes *value, guint64 writer, guint64 gen)
+{
+  memset (p, 0, sizeof *p);
+  p->key = key;
+  p->value = value;
+  p->writer_id = writer;
+  p->gen = gen;
+}
+
+static void
+puts_clear (ConatPut *puts, guint n)
+{
+  for (guint i = 0; i < n; i++)
+    g_clear_error (&puts[i].error);
+}
+
+/* One write; returns its revision (0 with *ERROR_CODE set if refused). */
+static guint64
+put_one (ConatBackend *be, ConatBackendStore *st, const char *key, GBytes *value,
+         guint64 writer, guint64 gen)
+{
+  g_autoptr (GError) error = NULL;
+  ConatPut p;
+  guint64 rev;
+
+  put_init (&p, key, value, writer, gen);
+  g_assert_true (be->klass->put_many (st, &p, 1, &error));
+  g_assert_no_error (error);
+  g_assert_no_error (p.error);
+  g_assert_cmpuint (p.revision, >, 0);
+  g_assert_cmpint (p.time_ms, >, 0);
+  rev = p.revision;
+  puts_clear (&p, 1);
+  return rev;
+}
+
+static GBytes *
+bytes (const char *s)
+{
+  return g_bytes_new (s, strlen (s));
+}
+
+static gboolean
+has_name (GPtrArray *names, const char *name)
+{
+  for (guint i = 0; names && i < names->len; i++)
+    if (strcmp (names->pdata[i], name) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+/* ----------------------------------------------------------------- names */
+
+static void
+test_names (void)
+{
+  const char *keys[] = { "", "a", "a.b", ".", "..", ".a", "a.", "a..b", "a...b", "=", "=00",
+                         "a b", "*", ">", "x=y", "d\xc3\xa9j\xc3\xa0", "\x01\xff",
+                         "a/b\\c_-", "_kv.x", "%2F" };
+  g_autoptr (GError) error = NULL;
+  g_autofree char *long_name = g_strnfill (200, '.');
+  char *bucket, *scope = NULL, *store = NULL;
+
+  for (guint i = 0; i < G_N_ELEMENTS (keys); i++)
+    {
+      g_autofree char *enc = conat_nats_key_encode (keys[i]);
+      g_autofree char *dec = conat_nats_key_decode (enc, strlen (enc));
+      g_autofree char *tok = conat_nats_token_encode (keys[i]);
+      g_autofree char *tdec = conat_nats_token_decode (tok, strlen (tok));
+
+      g_assert_cmpstr (dec, ==, keys[i]);
+      g_assert_cmpstr (tdec, ==, keys[i]);
+      g_assert_cmpuint (strlen (enc), >, 0);
+      g_assert_false (enc[0] == '.' || enc[strlen (enc) - 1] == '.');
+      g_assert_null (strstr (enc, ".."));
+      g_assert_cmpuint (strspn (enc, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                     "0123456789_-/=."), ==, strlen (enc));
+      g_assert_null (strchr (tok, '.'));
+    }
+  {
+    g_autofree char *e0 = conat_nats_key_encode ("");
+
+    g_autofree char *e1 = conat_nats_key_encode ("a..b");
+    g_autofree char *e2 = conat_nats_key_encode ("x y=");
+    g_autofree char *e3 = conat_nats_key_encode ("dir/f\\g_-");
+
+    g_assert_cmpstr (e0, ==, "=00");
+    g_assert_cmpstr (e1, ==, "a.=2Eb");
+    g_assert_cmpstr (e2, ==, "x=20y=3D");
+    g_assert_cmpstr (e3, ==, "dir/f=5Cg_-");
+  }
+  /* Only the canonical form decodes. */
+  g_assert_null (conat_nats_key_decode ("=41", 3));
+  g_assert_null (conat_nats_key_decode ("a=2e", 4));
+  g_assert_null (conat_nats_key_decode ("a=b", 3));
+  g_assert_null (conat_nats_key_decode (".a", 2));
+
+  bucket = conat_nats_bucket_name ("project-1", "my store", &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (bucket, ==, "conat_project_2D1-my_20store");
+  g_assert_true (conat_nats_bucket_parse (bucket, &scope, &store));
+  g_assert_cmpstr (scope, ==, "project-1");
+  g_assert_cmpstr (store, ==, "my store");
+  g_free (bucket);
+  g_free (scope);
+  g_free (store);
+  g_assert_false (conat_nats_bucket_parse ("conat_scopes", &scope, &store));
+  g_assert_false (conat_nats_bucket_parse ("conat_a-b-c", &scope, &store));
+  g_assert_false (conat_nats_bucket_parse ("conat_a_41-b", &scope, &store));
+  g_assert_false (conat_nats_bucket_parse ("other_a-b", &scope, &store));
+
+  g_assert_null (conat_nats_bucket_name ("s", long_name, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NAME_TOO_LONG);
+  g_clear_error (&error);
+  g_assert_null (conat_nats_bucket_name ("", "x", &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_INVALID_NAME);
+  g_clear_error (&error);
+
+  {
+    g_autofree char *s1 = conat_nats_channel_subject ("hub", NULL, "cursors", NULL);
+    g_autofree char *s2 = conat_nats_channel_subject ("p.1", "a b/c.txt", "x>", NULL);
+
+    g_assert_cmpstr (s1, ==, "conat.hub.pubsub.cursors");
+    g_assert_cmpstr (s2, ==, "conat.p=2E1.pubsub.x=3E.a=20b/c=2Etxt");
+  }
+}
+
+/* ------------------------------------------------------------- namespace */
+
+static void
+test_namespace (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) scopes = NULL;
+  g_autoptr (GPtrArray) stores = NULL;
+  ConatStoreInfo info = { 0 };
+  ConatBackendStore *st;
+  Recorder r;
+
+  recorder_init (&r);
+  g_assert_false (a->klass->has_scope (a, "proj 1", &error));
+  g_assert_no_error (error);
+  g_assert_true (a->klass->create_scope (a, "proj 1", &error));
+  g_assert_no_error (error);
+  g_assert_false (a->klass->create_scope (a, "proj 1", &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_EXISTS);
+  g_clear_error (&error);
+  g_assert_true (b->klass->has_scope (b, "proj 1", &error));
+  scopes = b->klass->list_scopes (b, &error);
+  g_assert_no_error (error);
+  g_assert_true (has_name (scopes, "proj 1"));
+  g_clear_pointer (&scopes, g_ptr_array_unref);
+
+  /* An empty scope lists no stores; a missing one is NOT_FOUND. */
+  stores = b->klass->list_stores (b, "proj 1", &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (stores->len, ==, 0);
+  g_clear_pointer (&stores, g_ptr_array_unref);
+  g_assert_null (b->klass->list_stores (b, "nope", &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+
+  g_assert_true (a->klass->create_store (a, "proj 1", "settings", FALSE, &error));
+  g_assert_true (a->klass->create_store (a, "proj 1", "cursors.x", TRUE, &error));
+  g_assert_true (a->klass->create_store (a, "hub", "s", FALSE, &error));  /* makes the scope */
+  g_assert_no_error (error);
+  g_assert_false (a->klass->create_store (a, "proj 1", "settings", FALSE, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_EXISTS);
+  g_clear_error (&error);
+
+  stores = b->klass->list_stores (b, "proj 1", &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (stores->len, ==, 2);
+  g_assert_true (has_name (stores, "settings"));
+  g_assert_true (has_name (stores, "cursors.x"));
+  scopes = b->klass->list_scopes (b, &error);
+  g_assert_true (has_name (scopes, "hub"));
+  g_assert_true (has_name (scopes, "proj 1"));
+  g_clear_pointer (&scopes, g_ptr_array_unref);
+
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_false (info.ephemeral);
+  g_assert_cmpuint (info.keys, ==, 0);
+  g_assert_true (b->klass->store_info (b, "proj 1", "cursors.x", &info, &error));
+  g_assert_true (info.ephemeral);
+  g_assert_false (b->klass->store_info (b, "proj 1", "missing", &info, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+
+  /* Ephemeral flag: flips while empty, BUSY with keys. */
+  g_assert_true (a->klass->set_store_ephemeral (a, "proj 1", "settings", TRUE, &error));
+  g_assert_no_error (error);
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_true (info.ephemeral);
+  g_assert_true (a->klass->set_store_ephemeral (a, "proj 1", "settings", FALSE, &error));
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_false (info.ephemeral);
+
+  st = store_open (a, "proj 1", "settings", FALSE, &r, NULL);
+  put_one (a, st, "k", bytes ("12345"), 1, 1);
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_cmpuint (info.keys, ==, 1);
+  g_assert_cmpuint (info.bytes, ==, 5);
+  g_assert_false (b->klass->set_store_ephemeral (b, "proj 1", "settings", TRUE, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_BUSY);
+  g_clear_error (&error);
+  g_assert_false (b->klass->remove_store (b, "proj 1", "settings", &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_EMPTY);
+  g_clear_error (&error);
+  put_one (a, st, "k", NULL, 1, 2);
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_cmpuint (info.keys, ==, 0);
+  a->klass->store_close (st);
+
+  g_assert_false (a->klass->remove_scope (a, "proj 1", &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_EMPTY);
+  g_clear_error (&error);
+  g_assert_true (b->klass->remove_store (b, "proj 1", "settings", &error));
+  g_assert_true (b->klass->remove_store (b, "proj 1", "cursors.x", &error));
+  g_assert_no_error (error);
+  g_assert_false (b->klass->remove_store (b, "proj 1", "settings", &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+  stores = a->klass->list_stores (a, "proj 1", &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (stores->len, ==, 0);
+  g_assert_true (a->klass->remove_scope (a, "proj 1", &error));
+  g_assert_no_error (error);
+  g_assert_false (b->klass->has_scope (b, "proj 1", &error));
+  g_assert_false (b->klass->remove_scope (b, "proj 1", &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+  scopes = b->klass->list_scopes (b, &error);
+  g_assert_false (has_name (scopes, "proj 1"));
+  g_assert_true (has_name (scopes, "hub"));
+
+  recorder_clear (&r);
+  backend_free (a);
+  backend_free (b);
+}
+
+/* ------------------------------------------------------- puts and changes */
+
+static void
+test_put_change (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v1 = bytes ("one");
+  g_autoptr (GBytes) v2 = bytes ("two");
+  g_autoptr (GBytes) v3 = bytes ("");
+  Recorder ra, rb, rc;
+  ConatBackendStore *sa, *sb, *sc;
+  ConatPut puts[3];
+  guint64 loaded = 99;
+  Seen *s;
+
+  recorder_init (&ra);
+  recorder_init (&rb);
+  recorder_init (&rc);
+  sa = store_open (a, "p", "kv", FALSE, &ra, &loaded);
+  g_assert_cmpuint (loaded, ==, 0);
+  sb = store_open (b, "p", "kv", FALSE, &rb, NULL);
+
+  put_init (&puts[0], "x", v1, 0xabc, 1);
+  put_init (&puts[1], "y", v2, 0xabc, 2);
+  put_init (&puts[2], "z", v3, 0xabc, 3);
+  g_assert_true (a->klass->put_many (sa, puts, 3, &error));
+  g_assert_no_error (error);
+  for (guint i = 0; i < 3; i++)
+    {
+      g_assert_no_error (puts[i].error);
+      g_assert_cmpuint (puts[i].revision, ==, i + 1);
+    }
+  puts_clear (puts, 3);
+
+  /* Both handles see every change, with the writer's id and gen. */
+  recorder_wait (&ra, 3);
+  recorder_wait (&rb, 3);
+  for (guint i = 0; i < 3; i++)
+    {
+      Seen *x = recorder_change (&ra, i), *y = recorder_change (&rb, i);
+
+      g_assert_cmpuint (x->revision, ==, i + 1);
+      g_assert_cmpuint (y->revision, ==, i + 1);
+      g_assert_cmpuint (x->writer_id, ==, 0xabc);
+      g_assert_cmpuint (y->gen, ==, i + 1);
+      g_assert_cmpstr (x->key, ==, y->key);
+      g_assert_true (g_bytes_equal (x->value, y->value));
+      g_assert_cmpint (x->time_ms, >, 0);
+    }
+  g_assert_cmpuint (g_bytes_get_size (recorder_change (&rb, 2)->value), ==, 0);
+
+  /* A change from the other connection, then a delete. */
+  g_assert_cmpuint (put_one (b, sb, "x", v2, 0xdef, 7), ==, 4);
+  g_assert_cmpuint (put_one (b, sb, "y", NULL, 0xdef, 8), ==, 5);
+  recorder_wait (&ra, 5);
+  s = recorder_change (&ra, 3);
+  g_assert_cmpstr (s->key, ==, "x");
+  g_assert_cmpuint (s->writer_id, ==, 0xdef);
+  g_assert_cmpuint (s->gen, ==, 7);
+  s = recorder_change (&ra, 4);
+  g_assert_cmpstr (s->key, ==, "y");
+  g_assert_null (s->value);
+
+  /* A late joiner loads the current state. */
+  sc = store_open (b, "p", "kv", FALSE, &rc, &loaded);
+  g_assert_cmpuint (loaded, ==, 5);
+  g_assert_cmpuint (rc.loaded->len, ==, 2);
+  g_assert_true (g_bytes_equal (find_loaded (&rc, "x")->value, v2));
+  g_assert_cmpuint (find_loaded (&rc, "x")->writer_id, ==, 0xdef);
+  g_assert_cmpuint (find_loaded (&rc, "z")->revision, ==, 3);
+  g_assert_null (find_loaded (&rc, "y"));
+
+  /* The same write sent twice (a retry) is stored once. */
+  put_init (&puts[0], "w", v1, 0xabc, 9);
+  g_assert_true (a->klass->put_many (sa, puts, 1, &error));
+  g_assert_cmpuint (puts[0].revision, ==, 6);
+  puts_clear (puts, 1);
+  put_init (&puts[0], "w", v1, 0xabc, 9);
+  g_assert_true (a->klass->put_many (sa, puts, 1, &error));
+  g_assert_cmpuint (puts[0].revision, ==, 6);
+  puts_clear (puts, 1);
+
+  a->klass->store_close (sa);
+  b->klass->store_close (sb);
+  b->klass->store_close (sc);
+  recorder_clear (&ra);
+  recorder_clear (&rb);
+  recorder_clear (&rc);
+  backend_free (a);
+  backend_free (b);
+}
+
+static void
+test_cas (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = bytes ("v");
+  ConatBackendStore *st;
+  ConatPut p;
+  Recorder r;
+  guint64 rev;
+
+  recorder_init (&r);
+  st = store_open (a, "p", "merge", FALSE, &r, NULL);
+
+  put_init (&p, "k", v, 1, 1);
+  p.cas = TRUE;
+  p.expected_revision = 0;
+  g_assert_true (a->klass->put_many (st, &p, 1, &error));
+  g_assert_no_error (p.error);
+  rev = p.revision;
+  g_assert_cmpuint (rev, ==, 1);
+
+  put_init (&p, "k", v, 1, 2);
+  p.cas = TRUE;
+  g_assert_true (a->klass->put_many (st, &p, 1, &error));
+  g_assert_error (p.error, CONAT_ERROR, CONAT_ERROR_WRONG_REVISION);
+  g_assert_cmpuint (p.revision, ==, 0);
+  puts_clear (&p, 1);
+
+  put_init (&p, "k", v, 1, 3);
+  p.cas = TRUE;
+  p.expected_revision = rev;
+  g_assert_true (a->klass->put_many (st, &p, 1, &error));
+  g_assert_no_error (p.error);
+  g_assert_cmpuint (p.revision, ==, 2);
+
+  put_init (&p, "k", v, 1, 4);
+  p.cas = TRUE;
+  p.expected_revision = rev;  /* stale */
+  g_assert_true (a->klass->put_many (st, &p, 1, &error));
+  g_assert_error (p.error, CONAT_ERROR, CONAT_ERROR_WRONG_REVISION);
+  puts_clear (&p, 1);
+
+  /* "Must not exist" holds over a delete marker. */
+  put_one (a, st, "k", NULL, 1, 5);
+  put_init (&p, "k", v, 1, 6);
+  p.cas = TRUE;
+  g_assert_true (a->klass->put_many (st, &p, 1, &error));
+  g_assert_no_error (p.error);
+  g_assert_cmpuint (p.revision, ==, 4);
+  g_assert_no_error (error);
+
+  a->klass->store_close (st);
+  recorder_clear (&r);
+  backend_free (a);
+}
+
+/* ------------------------------------------------------ keys and values */
+
+static void
+test_keys_values (Fixture *fx, gconstpointer data)
+{
+  const char *keys[] = { "", ".", "..", "a..b", ".hidden", "trail.", "a b", "*", ">", "x=y",
+                         "=00", "d\xc3\xa9j\xc3\xa0 vu", "\x01\x7f\xff", "a/b\\c", "_kv.x",
+                         "%2F", "tab\there", "new\nline" };
+  ConatBackend *a = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  guchar all[256];
+  g_autoptr (GBytes) every = NULL;
+  ConatPut puts[G_N_ELEMENTS (keys)];
+  ConatBackendStore *st, *st2;
+  Recorder r, r2;
+
+  for (guint i = 0; i < 256; i++)
+    all[i] = i;
+  every = g_bytes_new (all, sizeof all);
+  recorder_init (&r);
+  recorder_init (&r2);
+  st = store_open (a, "odd scope/\xc3\xa9", "odd.store \x01", FALSE, &r, NULL);
+  for (guint i = 0; i < G_N_ELEMENTS (keys); i++)
+    {
+      g_autoptr (GBytes) v = g_bytes_new_from_bytes (every, i, 256 - i);
+
+      put_init (&puts[i], keys[i], v, 5, i + 1);
+      puts[i].value = g_bytes_ref (v);
+    }
+  g_assert_true (a->klass->put_many (st, puts, G_N_ELEMENTS (keys), &error));
+  g_assert_no_error (error);
+  for (guint i = 0; i < G_N_ELEMENTS (keys); i++)
+    {
+      g_assert_no_error (puts[i].error);
+      g_assert_cmpuint (puts[i].revision, ==, i + 1);
+    }
+  recorder_wait (&r, G_N_ELEMENTS (keys));
+  for (guint i = 0; i < G_N_ELEMENTS (keys); i++)
+    {
+      Seen *s = recorder_change (&r, i);
+
+      g_assert_cmpstr (s->key, ==, keys[i]);
+      g_assert_true (g_bytes_equal (s->value, puts[i].value));
+    }
+
+  /* A new handle loads every key back, byte for byte. */
+  st2 = store_open (a, "odd scope/\xc3\xa9", "odd.store \x01", FALSE, &r2, NULL);
+  g_assert_cmpuint (r2.loaded->len, ==, G_N_ELEMENTS (keys));
+  for (guint i = 0; i < G_N_ELEMENTS (keys); i++)
+    {
+      Seen *s = find_loaded (&r2, keys[i]);
+
+      g_assert_nonnull (s);
+      g_assert_true (g_bytes_equal (s->value, puts[i].value));
+      g_bytes_unref (puts[i].value);
+    }
+  puts_clear (puts, G_N_ELEMENTS (keys));
+  {
+    g_autoptr (GPtrArray) scopes = a->klass->list_scopes (a, &error);
+    g_autoptr (GPtrArray) stores = a->klass->list_stores (a, "odd scope/\xc3\xa9", &error);
+
+    g_assert_true (has_name (scopes, "odd scope/\xc3\xa9"));
+    g_assert_true (has_name (stores, "odd.store \x01"));
+  }
+
+  a->klass->store_close (st);
+  a->klass->store_close (st2);
+  recorder_clear (&r);
+  recorder_clear (&r2);
+  backend_free (a);
+}
+
+static void
+test_limits (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autofree char *long_key = g_strnfill (5000, 'k');
+  g_autofree char *odd_long_key = g_strnfill (1200, ' ');  /* 3600 bytes encoded */
+  g_autoptr (GBytes) v = bytes ("v");
+  g_autoptr (GBytes) big = NULL;
+  g_autoptr (GBytes) max = NULL;
+  g_autoptr (GBytes) too_big = NULL;
+  ConatBackendStore *st;
+  ConatPut puts[3];
+  gsize limit;
+  Recorder r;
+
+  recorder_init (&r);
+  st = store_open (a, "p", "limits", FALSE, &r, NULL);
+
+  /* Keys that would overflow the server's control line are never sent. */
+  put_init (&puts[0], long_key, v, 1, 1);
+  put_init (&puts[1], "fine", v, 1, 2);
+  put_init (&puts[2], odd_long_key, v, 1, 3);
+  g_assert_true (a->klass->put_many (st, puts, 3, &error));
+  g_assert_no_error (error);
+  g_assert_error (puts[0].error, CONAT_ERROR, CONAT_ERROR_NAME_TOO_LONG);
+  g_assert_no_error (puts[1].error);
+  g_assert_error (puts[2].error, CONAT_ERROR, CONAT_ERROR_NAME_TOO_LONG);
+  g_assert_cmpuint (puts[1].revision, ==, 1);
+  puts_clear (puts, 3);
+  g_assert_true (backend_connected (a));
+  g_assert_cmpuint (put_one (a, st, "after", v, 1, 4), ==, 2);
+
+  /* Values: up to max_value_size, TOO_BIG beyond, and the connection stays. */
+  limit = a->klass->max_value_size (st);
+  g_assert_cmpuint (limit, >, 1000 * 1000);
+  g_assert_cmpuint (limit, <=, 1024 * 1024);
+  big = g_bytes_new_take (g_malloc0 (limit + 1), limit + 1);
+  max = g_bytes_new_from_bytes (big, 0, limit);
+  too_big = g_bytes_new_from_bytes (big, 0, limit + 1);
+  put_init (&puts[0], "big", too_big, 1, 5);
+  put_init (&puts[1], "max", max, 1, 6);
+  g_assert_true (a->klass->put_many (st, puts, 2, &error));
+  g_assert_error (puts[0].error, CONAT_ERROR, CONAT_ERROR_TOO_BIG);
+  g_assert_no_error (puts[1].error);
+  g_assert_cmpuint (puts[1].revision, ==, 3);
+  puts_clear (puts, 2);
+  g_assert_true (backend_connected (a));
+  g_assert_cmpuint (put_one (a, st, "after2", v, 1, 7), ==, 4);
+  recorder_wait (&r, 4);
+
+  a->klass->store_close (st);
+  recorder_clear (&r);
+  backend_free (a);
+}
+
+/* ---------------------------------------------------------------- pubsub */
+
+typedef struct {
+  GMutex mu;
+  GCond cond;
+  GPtrArray *messages;  /* GBytes* */
+} Inbox;
+
+static void
+inbox_init (Inbox *in)
+{
+  g_mutex_init (&in->mu);
+  g_cond_init (&in->cond);
+  in->messages = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+}
+
+static void
+inbox_clear (Inbox *in)
+{
+  g_ptr_array_unref (in->messages);
+  g_cond_clear (&in->cond);
+  g_mutex_clear (&in->mu);
+}
+
+static void
+on_message (GBytes *message, gpointer data)
+{
+  Inbox *in = data;
+
+  g_mutex_lock (&in->mu);
+  g_ptr_array_add (in->messages, g_bytes_ref (message));
+  g_cond_broadcast (&in->cond);
+  g_mutex_unlock (&in->mu);
+}
+
+static void
+inbox_wait (Inbox *in, guint count)
+{
+  gint64 deadline = g_get_monotonic_time () + WAIT_MS * 1000;
+
+  g_mutex_lock (&in->mu);
+  while (in->messages->len < count && g_cond_wait_until (&in->cond, &in->mu, deadline))
+    ;
+  g_assert_cmpuint (in->messages->len, >=, count);
+  g_mutex_unlock (&in->mu);
+}
+
+static void
+test_pubsub (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) m1 = bytes ("{\"x\":1}");
+  g_autoptr (GBytes) m2 = bytes ("second");
+  g_autoptr (GBytes) huge = NULL;
+  ConatBackendSub *sa, *sb, *sother, *spath;
+  Inbox ia, ib, iother, ipath;
+  gsize max;
+
+  inbox_init (&ia);
+  inbox_init (&ib);
+  inbox_init (&iother);
+  inbox_init (&ipath);
+  sa = a->klass->subscribe (a, "p.1", NULL, "cursors", on_message, &ia, &error);
+  g_assert_no_error (error);
+  sb = b->klass->subscribe (b, "p.1", NULL, "cursors", on_message, &ib, &error);
+  sother = b->klass->subscribe (b, "p.2", NULL, "cursors", on_message, &iother, &error);
+  spath = b->klass->subscribe (b, "p.1", "src/a.c", "cursors", on_message, &ipath, &error);
+  g_assert_no_error (error);
+
+  g_assert_true (a->klass->publish (a, "p.1", NULL, "cursors", m1, &error));
+  g_assert_true (b->klass->publish (b, "p.1", "src/a.c", "cursors", m2, &error));
+  g_assert_no_error (error);
+  inbox_wait (&ia, 1);  /* the sender's own echo */
+  inbox_wait (&ib, 1);
+  inbox_wait (&ipath, 1);
+  g_assert_true (g_bytes_equal (ia.messages->pdata[0], m1));
+  g_assert_true (g_bytes_equal (ib.messages->pdata[0], m1));
+  g_assert_true (g_bytes_equal (ipath.messages->pdata[0], m2));
+
+  /* No cross-talk: publish once more and check what each one got. */
+  g_assert_true (a->klass->publish (a, "p.2", NULL, "cursors", m2, &error));
+  inbox_wait (&iother, 1);
+  g_assert_cmpuint (ia.messages->len, ==, 1);
+  g_assert_cmpuint (ib.messages->len, ==, 1);
+  g_assert_cmpuint (ipath.messages->len, ==, 1);
+  g_assert_cmpuint (iother.messages->len, ==, 1);
+
+  max = a->klass->max_message_size (a);
+  g_assert_cmpuint (max, ==, 1024 * 1024);
+  huge = g_bytes_new_take (g_malloc0 (max + 1), max + 1);
+  g_assert_false (a->klass->publish (a, "p.1", NULL, "cursors", huge, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_TOO_BIG);
+  g_clear_error (&error);
+  g_assert_true (backend_connected (a));
+
+  /* No callback after unsubscribe. */
+  a->klass->unsubscribe (sa);
+  g_assert_true (b->klass->publish (b, "p.1", NULL, "cursors", m2, &error));
+  inbox_wait (&ib, 2);
+  g_assert_cmpuint (ia.messages->len, ==, 1);
+
+  b->klass->unsubscribe (sb);
+  b->klass->unsubscribe (sother);
+  b->klass->unsubscribe (spath);
+  inbox_clear (&ia);
+  inbox_clear (&ib);
+  inbox_clear (&iother);
+  inbox_clear (&ipath);
+  backend_free (a);
+  backend_free (b);
+}
+
+/* ------------------------------------------------------------------ scale */
+
+static guint
+thread_count (void)
+{
+  GDir *dir = g_dir_open ("/proc/self/task", 0, NULL);
+  guint n = 0;
+
+  g_assert_nonnull (dir);
+  while (g_dir_read_name (dir))
+    n++;
+  g_dir_close (dir);
+  return n;
+}
+
+/* Many open stores share a bounded set of threads. */
+static void
+test_many_stores (Fixture *fx, gconstpointer data)
+{
+  enum { N = 1000 };
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GBytes) v = bytes ("v");
+  ConatBackendStore **stores = g_new0 (ConatBackendStore *, N);
+  Recorder *recs = g_new0 (Recorder, N);
+  ConatBackendStore *writer;
+  Recorder rw;
+  gint64 start = g_get_monotonic_time ();
+
+  recorder_init (&rw);
+  for (guint i = 0; i < N; i++)
+    {
+      g_autofree char *name = g_strdup_printf ("s%u", i);
+
+      recorder_init (&recs[i]);
+      stores[i] = store_open (a, "many", name, i % 2, &recs[i], NULL);
+    }
+  g_test_message ("opened %d stores in %" G_GINT64_FORMAT " ms", N,
+                  (g_get_monotonic_time () - start) / 1000);
+  g_assert_cmpuint (thread_count (), <=, 64);
+
+  writer = store_open (b, "many", "s999", FALSE, &rw, NULL);
+  put_one (b, writer, "k", v, 9, 1);
+  recorder_wait (&recs[999], 1);
+  g_assert_cmpuint (recorder_change (&recs[999], 0)->writer_id, ==, 9);
+  g_assert_cmpuint (thread_count (), <=, 64);
+
+  b->klass->store_close (writer);
+  for (guint i = 0; i < N; i++)
+    {
+      a->klass->store_close (stores[i]);
+      recorder_clear (&recs[i]);
+    }
+  recorder_clear (&rw);
+  g_free (stores);
+  g_free (recs);
+  backend_free (a);
+  backend_free (b);
+}
+
+/* --------------------------------------------------------------- restart */
+
+static void
+wait_connected (ConatBackend *be)
+{
+  gint64 deadline = g_get_monotonic_time () + WAIT_MS * 1000;
+
+  while (!backend_connected (be))
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_usleep (20000);
+    }
+}
+
+static void
+wait_disconnected (ConatBackend *be)
+{
+  gint64 deadline = g_get_monotonic_time () + WAIT_MS * 1000;
+
+  while (backend_connected (be))
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_usleep (10000);
+    }
+}
+
+/* Writes are refused while a bucket is re-created: retry like the DKV does. */
+static guint64
+put_retrying (ConatBackend *be, ConatBackendStore *st, const char *key, GBytes *value)
+{
+  gint64 deadline = g_get_monotonic_time () + WAIT_MS * 1000;
+
+  for (;;)
+    {
+      g_autoptr (GError) error = NULL;
+      ConatPut p;
+
+      put_init (&p, key, value, 3, 1);
+      if (be->klass->put_many (st, &p, 1, &error))
+        {
+          g_assert_no_error (p.error);
+          return p.revision;
+        }
+      g_test_message ("write retried: %s", error->message);
+      g_assert_true (g_error_matches (error, CONAT_ERROR, CONAT_ERROR_DISCONNECTED)
+                     || g_error_matches (error, CONAT_ERROR, CONAT_ERROR_TIMEOUT));
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_usleep (50000);
+    }
+}
+
+static void
+test_restart (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = bytes ("v");
+  ConatBackendStore *pa, *ea, *eb, *pb;
+  Recorder rp, re, reb, rpb;
+  ConatStoreInfo info;
+  ConatPut p;
+  guint64 before;
+  Seen *s;
+
+  recorder_init (&rp);
+  recorder_init (&re);
+  recorder_init (&reb);
+  recorder_init (&rpb);
+  pa = store_open (a, "p", "persist", FALSE, &rp, NULL);
+  ea = store_open (a, "p", "ephem", TRUE, &re, NULL);
+  eb = store_open (b, "p", "ephem", TRUE, &reb, NULL);
+  put_one (a, pa, "p1", v, 1, 1);
+  put_one (a, pa, "p2", v, 1, 2);
+  put_one (a, ea, "e1", v, 1, 3);
+  before = put_one (a, ea, "e2", v, 1, 4);
+  recorder_wait (&rp, 2);
+  recorder_wait (&re, 2);
+  recorder_wait (&reb, 2);
+
+  /* While the server is down a write fails as "outcome unknown". */
+  server_stop_signal (&fx->srv, SIGKILL);
+  wait_disconnected (a);
+  put_init (&p, "p-offline", v, 1, 5);
+  g_assert_false (a->klass->put_many (pa, &p, 1, &error));
+  g_assert_true (g_error_matches (error, CONAT_ERROR, CONAT_ERROR_DISCONNECTED)
+                 || g_error_matches (error, CONAT_ERROR, CONAT_ERROR_TIMEOUT));
+  g_clear_error (&error);
+  server_start (&fx->srv);
+  wait_connected (a);
+  wait_connected (b);
+
+  /* The persistent store kept its keys, and the open handle sees new writes. */
+  g_assert_true (b->klass->store_info (b, "p", "persist", &info, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (info.keys, ==, 2);
+  pb = store_open (b, "p", "persist", FALSE, &rpb, NULL);
+  g_assert_cmpuint (rpb.loaded->len, ==, 2);
+  put_retrying (b, pb, "p3", v);
+  recorder_wait (&rp, 3);
+  s = recorder_change (&rp, 2);
+  g_assert_cmpstr (s->key, ==, "p3");
+  g_assert_cmpuint (s->revision, ==, 3);
+
+  /* The ephemeral store lost its keys: every handle reports them deleted,
+   * with revisions above what it had, and the store works again. */
+  recorder_wait (&re, 4);
+  recorder_wait (&reb, 4);
+  for (guint i = 2; i < 4; i++)
+    {
+      Seen *x = recorder_change (&re, i), *y = recorder_change (&reb, i);
+
+      g_assert_null (x->value);
+      g_assert_null (y->value);
+      g_assert_cmpuint (x->revision, >, before);
+      g_assert_cmpuint (y->revision, >, before);
+      g_assert_true (g_str_has_prefix (x->key, "e"));
+    }
+  g_assert_cmpstr (recorder_change (&re, 2)->key, !=, recorder_change (&re, 3)->key);
+  g_assert_cmpuint (put_retrying (a, ea, "e3", v), >, before + 2);
+  recorder_wait (&re, 5);
+  recorder_wait (&reb, 5);
+  s = recorder_change (&reb, 4);
+  g_assert_cmpstr (s->key, ==, "e3");
+  g_assert_nonnull (s->value);
+  g_assert_true (b->klass->store_info (b, "p", "ephem", &info, &error));
+  g_assert_true (info.ephemeral);
+  g_assert_cmpuint (info.keys, ==, 1);
+
+  a->klass->store_close (pa);
+  a->klass->store_close (ea);
+  b->klass->store_close (eb);
+  b->klass->store_close (pb);
+  recorder_clear (&rp);
+  recorder_clear (&re);
+  recorder_clear (&reb);
+  recorder_clear (&rpb);
+  backend_free (a);
+  backend_free (b);
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static const char auth_config[] = "authorization { user: alice, password: s3cret }\n";
+static const char token_config[] = "authorization { token: t0k3n }\n";
+static const char deny_config[] =
+  "authorization { users = [ { user: alice, password: s3cret,\n"
+  "  permissions: { publish: { deny: \"$KV.conat_p-ro.>\" } } } ] }\n";
+
+static void
+test_credentials (Fixture *fx, gconstpointer data)
+{
+  g_autofree char *good = g_build_filename (fx->srv.dir, "good", NULL);
+  g_autofree char *bad = g_build_filename (fx->srv.dir, "bad", NULL);
+  g_autofree char *url_user = g_strdup_printf ("nats://alice:s3cret@127.0.0.1:%d", fx->srv.port);
+  g_autofree char *url_bad = g_strdup_printf ("nats://bob:hunter2@127.0.0.1:%d", fx->srv.port);
+  g_autoptr (GError) error = NULL;
+  ConatNatsOptions opts = { .servers = fx->url, .user = "alice" };
+  ConatClientStatus status = { 0 };
+  ConatBackend *be;
+
+  g_assert_true (g_file_set_contents (good, "s3cret\n", -1, NULL));
+  g_assert_true (g_file_set_contents (bad, "wrong\n", -1, NULL));
+
+  opts.password_file = bad;
+  g_assert_null (conat_backend_nats_new (&opts, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_PERMISSION);
+  g_assert_null (strstr (error->message, "wrong"));
+  g_clear_error (&error);
+
+  opts.password_file = "/nonexistent/password";
+  g_assert_null (conat_backend_nats_new (&opts, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_PERMISSION);
+  g_clear_error (&error);
+
+  opts.password_file = good;
+  be = conat_backend_nats_new (&opts, &error);
+  g_assert_no_error (error);
+  g_assert_true (backend_connected (be));
+  backend_free (be);
+
+  /* Credentials in a URL work but never reach the status or a message. */
+  opts.servers = url_user;
+  opts.user = NULL;
+  opts.password_file = NULL;
+  be = conat_backend_nats_new (&opts, &error);
+  g_assert_no_error (error);
+  be->klass->get_status (be, &status);
+  g_assert_true (status.connected);
+  g_assert_cmpstr (status.servers, ==, fx->url);
+  g_assert_null (status.last_error);
+  g_free (status.servers);
+  g_free (status.last_error);
+  backend_free (be);
+
+  opts.servers = url_bad;
+  g_assert_null (conat_backend_nats_new (&opts, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_PERMISSION);
+  g_assert_null (strstr (error->message, "hunter2"));
+  g_clear_error (&error);
+}
+
+static void
+test_token (Fixture *fx, gconstpointer data)
+{
+  g_autofree char *good = g_build_filename (fx->srv.dir, "token", NULL);
+  g_autofree char *bad = g_build_filename (fx->srv.dir, "bad-token", NULL);
+  g_autoptr (GError) error = NULL;
+  ConatNatsOptions opts = { .servers = fx->url, .token_file = bad };
+  ConatBackend *be;
+
+  g_assert_true (g_file_set_contents (good, "t0k3n\n", -1, NULL));
+  g_assert_true (g_file_set_contents (bad, "nope\n", -1, NULL));
+  g_assert_null (conat_backend_nats_new (&opts, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_PERMISSION);
+  g_clear_error (&error);
+  opts.token_file = good;
+  be = conat_backend_nats_new (&opts, &error);
+  g_assert_no_error (error);
+  g_assert_true (backend_connected (be));
+  backend_free (be);
+}
+
+/* The server refuses writes to one store: per-item PERMISSION, and
+ * the connection keeps working. */
+static void
+test_permission (Fixture *fx, gconstpointer data)
+{
+  g_autofree char *password = g_build_filename (fx->srv.dir, "password", NULL);
+  ConatNatsOptions opts = { .servers = fx->url, .user = "alice", .password_file = password };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = bytes ("v");
+  ConatBackendStore *ro, *rw;
+  ConatBackend *be;
+  Recorder r1, r2;
+  ConatPut p;
+
+  g_assert_true (g_file_set_contents (password, "s3cret", -1, NULL));
+  be = conat_backend_nats_new (&opts, &error);
+  g_assert_no_error (error);
+  recorder_init (&r1);
+  recorder_init (&r2);
+  ro = store_open (be, "p", "ro", FALSE, &r1, NULL);
+  rw = store_open (be, "p", "rw", FALSE, &r2, NULL);
+
+  put_init (&p, "k", v, 1, 1);
+  g_assert_true (be->klass->put_many (ro, &p, 1, &error));
+  g_assert_no_error (error);
+  g_assert_error (p.error, CONAT_ERROR, CONAT_ERROR_PERMISSION);
+  puts_clear (&p, 1);
+  g_assert_true (backend_connected (be));
+  put_one (be, rw, "k", v, 1, 2);
+
+  be->klass->store_close (ro);
+  be->klass->store_close (rw);
+  recorder_clear (&r1);
+  recorder_clear (&r2);
+  backend_free (be);
+}
+
+/* A store made ephemeral while a handle is open keeps working for it. */
+static void
+test_ephemeral_flip (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = bytes ("v");
+  ConatStoreInfo info;
+  ConatBackendStore *st;
+  guint64 first;
+  Recorder r;
+
+  recorder_init (&r);
+  st = store_open (a, "p", "flip", FALSE, &r, NULL);
+  first = put_one (a, st, "k", v, 1, 1);
+  put_one (a, st, "k", NULL, 1, 2);
+  recorder_wait (&r, 2);
+  g_assert_true (a->klass->set_store_ephemeral (a, "p", "flip", TRUE, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (put_retrying (a, st, "k2", v), >, first + 1);
+  recorder_wait (&r, 3);
+  g_assert_cmpstr (recorder_change (&r, 2)->key, ==, "k2");
+  g_assert_true (a->klass->store_info (a, "p", "flip", &info, &error));
+  g_assert_true (info.ephemeral);
+  g_assert_cmpuint (info.keys, ==, 1);
+
+  a->klass->store_close (st);
+
+  /* A store removed while a handle is open comes back when written to. */
+  recorder_clear (&r);
+  recorder_init (&r);
+  st = store_open (a, "p", "gone", FALSE, &r, NULL);
+  g_assert_true (a->klass->remove_store (a, "p", "gone", &error));
+  g_assert_no_error (error);
+  first = put_retrying (a, st, "back", v);
+  recorder_wait (&r, 1);
+  g_assert_cmpstr (recorder_change (&r, 0)->key, ==, "back");
+  g_assert_cmpuint (recorder_change (&r, 0)->revision, ==, first);
+  g_assert_true (a->klass->store_info (a, "p", "gone", &info, &error));
+  g_assert_false (info.ephemeral);
+  g_assert_cmpuint (info.keys, ==, 1);
+
+  a->klass->store_close (st);
+  recorder_clear (&r);
+  backend_free (a);
+}
+
+static void
+test_no_server (void)
+{
+  g_autofree char *url = g_strdup_printf ("nats://127.0.0.1:%d", free_port ());
+  ConatNatsOptions opts = { .servers = url };
+  g_autoptr (GError) error = NULL;
+
+  g_assert_null (conat_backend_nats_new (&opts, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_DISCONNECTED);
+  g_assert_nonnull (strstr (error->message, url));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_autofree char *exe = nats_server_path ();
+
+  g_test_init (&argc, &argv, NULL);
+  main_thread = g_thread_self ();
+  signal (SIGPIPE, SIG_IGN);
+
+  g_test_add_func ("/nats/names", test_names);
+  if (exe == NULL)
+    {
+      g_test_message ("nats-server not found (set NATS_SERVER)");
+      return g_test_run ();
+    }
+#define ADD(path, func, data) \
+  g_test_add (path, Fixture, data, fixture_setup, func, fixture_teardown)
+  ADD ("/nats/namespace", test_namespace, NULL);
+  ADD ("/nats/put-change", test_put_change, NULL);
+  ADD ("/nats/cas", test_cas, NULL);
+  ADD ("/nats/keys-values", test_keys_values, NULL);
+  ADD ("/nats/limits", test_limits, NULL);
+  ADD ("/nats/pubsub", test_pubsub, NULL);
+  ADD ("/nats/many-stores", test_many_stores, NULL);
+  ADD ("/nats/restart", test_restart, NULL);
+  ADD ("/nats/credentials", test_credentials, auth_config);
+  ADD ("/nats/token", test_token, token_config);
+  ADD ("/nats/permission", test_permission, deny_config);
+  ADD ("/nats/ephemeral-flip", test_ephemeral_flip, NULL);
+#undef ADD
+  g_test_add_func ("/nats/no-server", test_no_server);
+  return g_test_run ();
+}
