@@ -137,10 +137,15 @@ set_ephemeral (ConatfsFs *fs, ConatfsInode *inode, const char *value, size_t siz
   g_autofree char *name = conatfs_inode_name (fs, inode);
   g_autoptr (ConatfsStore) store = NULL;
   g_autoptr (GError) error = NULL;
+  ConatStoreInfo info;
   int err = 0;
 
   if (size != 1 || (value[0] != '0' && value[0] != '1'))
     return EINVAL;
+  if (!conat_client_store_info (fs->client, scope, name, &info, &error))
+    return conatfs_fail (fs, "store info", error);
+  if (info.ephemeral == (value[0] == '1')) /* as it is: fine even if not empty */
+    return 0;
   store = conatfs_store_of_dir (fs, inode, &err);
   if (store == NULL)
     return err;
@@ -161,6 +166,8 @@ is_known (const char *name)
   return FALSE;
 }
 
+/* Other attributes cannot be set: ENOTSUP, which cp -a and mv pass over
+ * quietly when they copy attributes. */
 void
 conatfs_op_setxattr (fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                      size_t size, int flags)
@@ -174,8 +181,6 @@ conatfs_op_setxattr (fuse_req_t req, fuse_ino_t ino, const char *name, const cha
   else if (strcmp (name, XATTR_EPHEMERAL) == 0
            && conatfs_inode_kind (fs, inode) == CONATFS_INODE_STORE)
     err = set_ephemeral (fs, inode, value, size);
-  else if (is_known (name))
-    err = EPERM;
   conatfs_reply_err (req, "setxattr", err);
 }
 

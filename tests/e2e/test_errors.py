@@ -1,5 +1,6 @@
 """Each errno of the DESIGN §2 table that the embedded backend can give,
 triggered by a real command, with the message a shell user sees."""
+import ctypes
 import errno
 import os
 
@@ -29,6 +30,23 @@ def test_eexist(tree):
     fails_with(f"mkdir {tree}/..", errno.EEXIST)
     with pytest.raises(FileExistsError):
         os.open(f"{tree}/theme", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+
+
+def renameat2(old, new, flags):
+    """rename(2) with flags (Python's os.rename has none); 0 or the errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    res = libc.renameat2(at_fdcwd, old.encode(), at_fdcwd, new.encode(), flags)
+    return 0 if res == 0 else ctypes.get_errno()
+
+
+def test_rename_flags(tree):
+    rename_noreplace, rename_exchange = 1, 2
+    write(f"{tree}/other", "o")
+    assert renameat2(f"{tree}/theme", f"{tree}/other", rename_noreplace) == errno.EEXIST
+    assert renameat2(f"{tree}/theme", f"{tree}/other", rename_exchange) == errno.EINVAL
+    assert renameat2(f"{tree}/theme", f"{tree}/new", rename_noreplace) == 0
+    assert read(f"{tree}/new") == "dark" and read(f"{tree}/other") == "o"
 
 
 def test_eisdir(tree):
