@@ -101,6 +101,8 @@ struct _ConatfsHandle {
   GBytes *snapshot;       /* the value at open or at the last commit (NULL: empty) */
   GByteArray *buffer;     /* an edited copy; NULL until the first change */
   gboolean dirty;         /* buffer holds changes not yet committed */
+  gboolean written;       /* changed since open by write or ftruncate, not only
+                             by the truncation of O_TRUNC or O_CREAT */
 };
 
 struct _ConatfsFs {
@@ -165,6 +167,7 @@ ConatfsStore *conatfs_store_ref (ConatfsStore *store);
 void conatfs_store_unref (ConatfsStore *store);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ConatfsStore, conatfs_store_unref)
 void conatfs_store_close (ConatfsFs *fs, const char *scope, const char *name);
+int conatfs_store_save_and_close (ConatfsFs *fs, ConatfsStore *store);
 GPtrArray *conatfs_store_list_open (ConatfsFs *fs);
 void conatfs_store_close_all (ConatfsFs *fs);
 GPtrArray *conatfs_store_file_names (ConatfsFs *fs, ConatfsStore *store);
@@ -192,6 +195,8 @@ int conatfs_handle_truncate (ConatfsFs *fs, ConatfsHandle *handle, off_t size);
 void conatfs_handle_reply_read (ConatfsHandle *handle, fuse_req_t req, gsize size, off_t offset);
 gssize conatfs_handle_size (ConatfsHandle *handle);
 int conatfs_handle_commit (ConatfsFs *fs, ConatfsHandle *handle);
+int conatfs_handle_flush (ConatfsFs *fs, ConatfsHandle *handle);
+void conatfs_handle_add_pending_names (ConatfsFs *fs, ConatfsInode *dir, GPtrArray *names);
 void conatfs_handle_commit_all (ConatfsFs *fs);
 
 /* notify.c */

@@ -6,6 +6,13 @@
  * edits the buffer, and reads see it.  flush (close) commits the buffer as
  * one set of the whole value; release commits what a flush did not.  The
  * inode's pending_size tells stat the size of the uncommitted buffer.
+ *
+ * A shell's `echo v > KEY` opens the file, dup2()s it and closes the first
+ * descriptor before writing: that close is a flush of a file truncated by
+ * its open and not written yet.  Committing it would set an empty value
+ * before the real one, so such a flush commits nothing; release, or the
+ * flush after the write, commits.  Until then lookup and readdir show a
+ * created file from its open handle (pending_size).
  */
 #include "fs-private.h"
 
@@ -71,6 +78,7 @@ static void
 handle_changed (ConatfsFs *fs, ConatfsHandle *handle)
 {
   handle->dirty = TRUE;
+  handle->written = TRUE;
   conatfs_inode_changed (fs, handle->inode, handle->buffer->len);
 }
 
@@ -195,6 +203,7 @@ handle_commit_locked (ConatfsFs *fs, ConatfsHandle *handle)
   g_clear_pointer (&handle->snapshot, g_bytes_unref);
   handle->snapshot = g_steal_pointer (&value);
   handle->dirty = FALSE;
+  handle->written = FALSE;
   conatfs_inode_changed (fs, handle->inode, -1);
   return 0;
 }
@@ -209,6 +218,46 @@ conatfs_handle_commit (ConatfsFs *fs, ConatfsHandle *handle)
   err = handle_commit_locked (fs, handle);
   g_mutex_unlock (&handle->lock);
   return err;
+}
+
+/* A flush: commits, unless all the handle did was truncate at open. */
+int
+conatfs_handle_flush (ConatfsFs *fs, ConatfsHandle *handle)
+{
+  int err = 0;
+
+  g_mutex_lock (&handle->lock);
+  if (handle->written)
+    err = handle_commit_locked (fs, handle);
+  g_mutex_unlock (&handle->lock);
+  return err;
+}
+
+/* Adds to NAMES the file names in DIR of files created by an open handle
+ * and not committed yet. */
+void
+conatfs_handle_add_pending_names (ConatfsFs *fs, ConatfsInode *dir, GPtrArray *names)
+{
+  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
+  GHashTableIter iter;
+  gpointer key;
+
+  for (guint i = 0; i < names->len; i++)
+    g_hash_table_add (seen, names->pdata[i]);
+  g_mutex_lock (&fs->lock);
+  g_hash_table_iter_init (&iter, fs->handles);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    {
+      ConatfsInode *inode = ((ConatfsHandle *) key)->inode;
+
+      if (inode->parent == dir && inode->linked && inode->pending_size >= 0
+          && !g_hash_table_contains (seen, inode->file_name))
+        {
+          g_ptr_array_add (names, g_strdup (inode->file_name));
+          g_hash_table_add (seen, names->pdata[names->len - 1]);
+        }
+    }
+  g_mutex_unlock (&fs->lock);
 }
 
 /* At exit, after the session ended: commits and frees files still open. */

@@ -300,8 +300,8 @@ remove_scope (ConatfsFs *fs, const char *name)
   return 0;
 }
 
-/* Closes this mount's DKV of the store first: the backend removes only a
- * store nobody has open. */
+/* Saves this mount's deletes and closes its DKV of the store first: the
+ * backend removes only an empty store. */
 static int
 remove_store (ConatfsFs *fs, ConatfsInode *dir, const char *name)
 {
@@ -318,7 +318,9 @@ remove_store (ConatfsFs *fs, ConatfsInode *dir, const char *name)
     return conatfs_fail (fs, "open store", error);
   if (!conatfs_store_is_empty (fs, store))
     return ENOTEMPTY;
-  conatfs_store_close (fs, scope, store_name);
+  err = conatfs_store_save_and_close (fs, store);
+  if (err != 0)
+    return err;
   if (!conat_client_remove_store (fs->client, scope, store_name, &error))
     return conatfs_fail (fs, "rmdir store", error);
   return 0;

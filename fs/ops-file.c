@@ -257,7 +257,7 @@ conatfs_op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, 
 void
 conatfs_op_flush (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-  conatfs_reply_err (req, "flush", conatfs_handle_commit (fuse_req_userdata (req), HANDLE (fi)));
+  conatfs_reply_err (req, "flush", conatfs_handle_flush (fuse_req_userdata (req), HANDLE (fi)));
 }
 
 void

@@ -75,6 +75,7 @@ list_children (ConatfsFs *fs, ConatfsInode *dir, GArray *entries)
       if (store == NULL)
         return err;
       names = conatfs_store_file_names (fs, store);
+      conatfs_handle_add_pending_names (fs, dir, names);
       add_entries (entries, names, CONATFS_NAME_KEY, S_IFREG, FALSE);
       return 0;
     default:

@@ -182,7 +182,21 @@ conatfs_store_of_dir (ConatfsFs *fs, ConatfsInode *dir, int *err)
   return store;
 }
 
-/* Takes (SCOPE, NAME) out of the table and closes its DKV, if open. */
+/* Before rmdir or a change of kind: waits until the backend has what this
+ * mount changed (the deletes that emptied the store), then closes it. */
+int
+conatfs_store_save_and_close (ConatfsFs *fs, ConatfsStore *store)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!conat_dkv_save (store->kv, CONATFS_FSYNC_TIMEOUT_MS, &error))
+    return conatfs_fail (fs, "save store", error);
+  conatfs_store_close (fs, store->scope, store->name);
+  return 0;
+}
+
+/* Takes (SCOPE, NAME) out of the table and closes its DKV, if open.
+ * Unsaved changes are dropped: see conatfs_store_save_and_close(). */
 void
 conatfs_store_close (ConatfsFs *fs, const char *scope, const char *name)
 {

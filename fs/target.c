@@ -189,6 +189,8 @@ conatfs_target_set (ConatfsFs *fs, const ConatfsTarget *target, GBytes *value)
       g_mutex_unlock (&fs->lock);
       return 0;
     }
+  g_debug ("set %s/%s/%s (%zu bytes)", target->store->scope, target->store->name, target->key,
+           g_bytes_get_size (value));
   if (!conat_dkv_set (target->store->kv, target->key, value, &error))
     return conatfs_fail (fs, "set", error);
   return 0;
@@ -210,6 +212,7 @@ conatfs_target_delete (ConatfsFs *fs, const ConatfsTarget *target)
     }
   if (!conat_dkv_has (target->store->kv, target->key, NULL))
     return ENOENT;
+  g_debug ("delete %s/%s/%s", target->store->scope, target->store->name, target->key);
   if (!conat_dkv_delete (target->store->kv, target->key, &error))
     return conatfs_fail (fs, "delete", error);
   return 0;

@@ -151,7 +151,9 @@ set_ephemeral (ConatfsFs *fs, ConatfsInode *inode, const char *value, size_t siz
     return err;
   if (!conatfs_store_is_empty (fs, store))
     return EBUSY;
-  conatfs_store_close (fs, scope, name);
+  err = conatfs_store_save_and_close (fs, store);
+  if (err != 0)
+    return err;
   if (!conat_client_set_store_ephemeral (fs->client, scope, name, value[0] == '1', &error))
     return conatfs_fail (fs, "set ephemeral", error);
   return 0;

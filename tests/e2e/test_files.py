@@ -188,6 +188,20 @@ def test_mkdir_rmdir(mount):
     assert sorted(os.listdir(mount.path)) == [".conatfs"]
 
 
+def test_rm_r_and_mv_of_a_store(mount):
+    """rmdir right after the deletes that emptied a store; mv of a store
+    (EXDEV: mv copies the keys, deletes them and removes the store)."""
+    scope = os.path.join(mount.path, "p")
+    os.makedirs(f"{scope}/a")
+    for i in range(20):
+        write(f"{scope}/a/k{i}", f"v{i}")
+    run(f"mv {scope}/a {scope}/b")
+    assert os.listdir(scope) == ["b"]
+    assert read(f"{scope}/b/k7") == "v7"
+    run(f"rm -r {scope}/b")
+    assert os.listdir(scope) == []
+
+
 def test_status(mount, store):
     write(f"{store}/k", "v")
     status = json.loads(read(f"{mount.path}/.conatfs/status"))
