@@ -22,8 +22,11 @@ def test_echo_cat_round_trip(store):
     key = os.path.join(store, "theme")
     run(f"echo dark > {key}")
     assert run(f"cat {key}").stdout == "dark\n"
-    run(f"echo light > {key}")
+    revision = wait_until(lambda: confirmed_revision(key), what="confirmation")
+    run(f"echo light > {key}")  # the shell's redirect: open, dup2, close, write, close
     assert run(f"cat {key}").stdout == "light\n"
+    assert wait_until(lambda: confirmed_revision(key) != revision and confirmed_revision(key),
+                      what="confirmation") == revision + 1  # one set, not "" then "light"
 
 
 def test_cp_512k_and_cmp(store, tmp_path):
