@@ -50,6 +50,7 @@ typedef struct {
   guint64 gen;
   EntryState state;
   gboolean cas_wait;  /* CAS refused: wait for the newer change */
+  gboolean sent;      /* some generation of this entry went to the backend */
   guint64 revision;   /* ACKED: assigned revision and time */
   gint64 time_ms;
 } LocalEntry;
@@ -552,8 +553,7 @@ local_set (ConatDkv *kv, const char *key, GBytes *value)
   g_hash_table_remove (kv->rejected, key);
   if (value == NULL && e == NULL && !g_hash_table_contains (kv->mirror, key))
     return;  /* deleting a key that does not exist writes nothing */
-  if (value == NULL && e != NULL && e->state == ENTRY_DIRTY
-      && !g_hash_table_contains (kv->mirror, key))
+  if (value == NULL && e != NULL && !e->sent && !g_hash_table_contains (kv->mirror, key))
     {
       local_remove (kv, key);  /* never sent: forget it */
       return;
@@ -809,6 +809,7 @@ batch_take (ConatDkv *kv, ConatPut *puts)
         }
       m = g_hash_table_lookup (kv->mirror, key);
       e->state = ENTRY_INFLIGHT;
+      e->sent = TRUE;
       puts[n] = (ConatPut) {
         .key = g_strdup (key),
         .value = e->value ? g_bytes_ref (e->value) : NULL,
