@@ -4,8 +4,9 @@
     /usr/bin/python3 tests/bench/run.py [--build build] [--repeats 7]
 
 Each figure is the median over repeats, next to its anchor measured in the
-same run (tmpfs for file operations), so the ratios hold on a shared, noisy
-machine.  Starts its own mounts (as root: a tmpfs too) and leaves nothing
+same run (tmpfs for file operations, and nullfs, the cheapest possible FUSE
+daemon, for the floor of the kernel round trips), so the ratios hold on a
+shared, noisy machine.  Starts its own mounts (as root: a tmpfs too) and leaves nothing
 behind.
 """
 import argparse
@@ -62,6 +63,25 @@ def conatfs_mount(build, mnt, data, extra=()):
         log.close()
 
 
+@contextlib.contextmanager
+def nullfs_mount(build, mnt, no_open=False):
+    """The cheapest FUSE filesystem: the floor any FUSE daemon pays here."""
+    os.makedirs(mnt)
+    args = [os.path.join(build, "tests", "bench", "nullfs")] + (["--no-open"] if no_open else [])
+    proc = subprocess.Popen(args + [mnt])
+    try:
+        wait_for(lambda: os.path.ismount(mnt) or proc.poll() is not None, "nullfs mount")
+        yield os.path.join(mnt, "f")
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt])
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["fusermount3", "-uz", mnt])
+            proc.kill()
+            proc.wait()
+
+
 def fileops(build, op, path, n):
     out = subprocess.run([os.path.join(build, "tests", "bench", "fileops"), op, path, str(n)],
                          check=True, capture_output=True, text=True).stdout
@@ -92,6 +112,15 @@ def bench_files(build, tmp, repeats):
         w_t_ns = median_of(repeats, lambda: fileops(build, "write", w_t, 5000))
         w_m_ns = median_of(repeats, lambda: fileops(build, "write", w_m, 5000))
         rows.append(("`echo v > key` (open+write+close)", w_m_ns, w_t_ns, "tmpfs", "<= 3x"))
+    with nullfs_mount(build, os.path.join(tmp, "null")) as f:
+        n_r = median_of(repeats, lambda: fileops(build, "read", f, 20000))
+        n_w = median_of(repeats, lambda: fileops(build, "write", f, 5000))
+    with nullfs_mount(build, os.path.join(tmp, "null-noopen"), no_open=True) as f:
+        o_r = median_of(repeats, lambda: fileops(build, "read", f, 20000))
+    rows.append(("open+read+close of an unchanged 100 B key", r_m, n_r, "nullfs", "floor"))
+    rows.append(("`echo v > key` (open+write+close)", w_m_ns, n_w, "nullfs", "floor"))
+    rows.append(("open+read+close, nullfs without OPEN (FLUSH per close)", o_r, r_t, "tmpfs",
+                 "info"))
     return rows
 
 
