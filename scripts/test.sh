@@ -10,4 +10,19 @@ else
     meson setup -Dwerror=true "$BUILD"
 fi
 ninja -C "$BUILD"
-meson test -C "$BUILD" --print-errorlogs "$@"
+status=0
+meson test -C "$BUILD" --print-errorlogs "$@" || status=$?
+# One plain closing line: registered tests (unit programs, e2e files) passed/failed.
+/usr/bin/python3 - "$BUILD/meson-logs/testlog.json" <<'EOF'
+import json, sys
+passed = failed = 0
+with open(sys.argv[1]) as log:
+    for line in log:
+        result = json.loads(line).get("result")
+        if result in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        elif result != "SKIP":
+            failed += 1
+print(f"{passed} passed, {failed} failed")
+EOF
+exit $status
