@@ -72,6 +72,11 @@ struct _ConatBackendClass {
                           ConatStoreInfo *info, GError **error);
   gboolean (*set_store_ephemeral) (ConatBackend *backend, const char *scope, const char *name,
                                    gboolean ephemeral, GError **error);
+  /* Stores MERGE (a name conat_merge_lookup knows; NULL: unchanged) and
+   * LIMITS (NULL: unchanged) with the store.  store_info reports both. */
+  gboolean (*set_store_config) (ConatBackend *backend, const char *scope, const char *name,
+                                const char *merge, const ConatStoreLimits *limits,
+                                GError **error);
 
   /* Opens a handle on a store, creating the store (and scope) if missing.
    * Before returning, calls ON_LOAD once per stored key (the current value,

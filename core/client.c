@@ -178,6 +178,52 @@ conat_client_set_store_ephemeral (ConatClient *client, const char *scope, const 
                                                       error);
 }
 
+static gboolean
+set_store_config (ConatClient *client, const char *scope, const char *name, const char *merge,
+                  const ConatStoreLimits *limits, GError **error)
+{
+  ConatBackend *backend = client->backend;
+
+  if (!check_name ("scope", scope, FALSE, error) || !check_name ("store", name, FALSE, error))
+    return FALSE;
+  if (backend->klass->set_store_config == NULL)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_FAILED,
+                   "the %s backend cannot store options", backend->klass->name);
+      return FALSE;
+    }
+  return backend->klass->set_store_config (backend, scope, name, merge, limits, error);
+}
+
+gboolean
+conat_client_set_store_merge (ConatClient *client, const char *scope, const char *name,
+                              const char *merge, GError **error)
+{
+  ConatMergeFunc func;
+
+  if (merge == NULL || !conat_merge_lookup (merge, &func))
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_INVALID_ARGUMENT,
+                   "unknown merge strategy '%s' (lww, lines or json)", merge ? merge : "");
+      return FALSE;
+    }
+  return set_store_config (client, scope, name, merge, NULL, error);
+}
+
+gboolean
+conat_client_set_store_limits (ConatClient *client, const char *scope, const char *name,
+                               const ConatStoreLimits *limits, GError **error)
+{
+  if (limits == NULL || limits->max_value_size < 0 || limits->max_age_ms < 0
+      || limits->max_bytes < 0 || limits->max_keys < 0)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_INVALID_ARGUMENT,
+                   "store limits must be 0 (no limit) or positive");
+      return FALSE;
+    }
+  return set_store_config (client, scope, name, NULL, limits, error);
+}
+
 /* --------------------------------------------------------------- status */
 
 void

@@ -40,6 +40,7 @@ typedef enum {
   CONAT_ERROR_BUSY,           /* e.g. making a non-empty store ephemeral */
   CONAT_ERROR_WRONG_REVISION, /* compare-and-set lost (handled inside the core) */
   CONAT_ERROR_CORRUPT,        /* unusable data directory or database */
+  CONAT_ERROR_INVALID_ARGUMENT, /* e.g. an unknown merge strategy; maps to EINVAL */
 } ConatError;
 
 /* ---------------------------------------------------------------- client */
@@ -81,10 +82,23 @@ gboolean conat_client_create_scope (ConatClient *client, const char *scope, GErr
 gboolean conat_client_remove_scope (ConatClient *client, const char *scope, GError **error);
 gboolean conat_client_has_scope (ConatClient *client, const char *scope, GError **error);
 
+/* Limits of one store, kept by the backend with the store (so every client
+ * sees the same); 0 means "no limit".  A write over a limit is rejected:
+ * CONAT_ERROR_TOO_BIG for max_value_size, CONAT_ERROR_NO_SPACE for
+ * max_bytes and max_keys; values older than max_age_ms are removed. */
+typedef struct {
+  gint64 max_value_size;  /* bytes of one value */
+  gint64 max_age_ms;      /* age of a value */
+  gint64 max_bytes;       /* bytes of all values */
+  gint64 max_keys;        /* number of keys */
+} ConatStoreLimits;
+
 typedef struct {
   gboolean ephemeral;
   guint64 keys;   /* keys stored on the backend */
   guint64 bytes;  /* bytes of values stored on the backend */
+  char merge[16]; /* the store's merge strategy: "lww", "lines" or "json" */
+  ConatStoreLimits limits;
 } ConatStoreInfo;
 
 GPtrArray *conat_client_list_stores (ConatClient *client, const char *scope, GError **error);
@@ -100,6 +114,13 @@ gboolean conat_client_store_info (ConatClient *client, const char *scope, const 
 /* CONAT_ERROR_BUSY if the store holds keys. */
 gboolean conat_client_set_store_ephemeral (ConatClient *client, const char *scope,
                                            const char *name, gboolean ephemeral, GError **error);
+/* Stores the merge strategy ("lww", "lines", "json"; else
+ * CONAT_ERROR_INVALID_ARGUMENT) with the store, for every client. */
+gboolean conat_client_set_store_merge (ConatClient *client, const char *scope, const char *name,
+                                       const char *merge, GError **error);
+gboolean conat_client_set_store_limits (ConatClient *client, const char *scope,
+                                        const char *name, const ConatStoreLimits *limits,
+                                        GError **error);
 
 typedef struct {
   const char *backend;  /* static */
@@ -207,6 +228,30 @@ typedef void (*ConatChangeFunc) (ConatDkv *kv, const char *key, GBytes *value, G
 guint conat_dkv_watch (ConatDkv *kv, ConatChangeFunc func, gpointer user_data,
                        GDestroyNotify destroy);
 void conat_dkv_unwatch (ConatDkv *kv, guint watch_id);
+
+/* Replaces the merge callback of an open instance (NULL: local-first last
+ * write wins); for a store whose strategy was changed meanwhile. */
+void conat_dkv_set_merge (ConatDkv *kv, ConatMergeFunc merge, gpointer merge_data);
+
+/* ---------------------------------------------------------------- merges */
+
+/* Built-in ConatMergeFuncs (user_data is unused).
+ *
+ * lines: a 3-way line merge in the spirit of diff3: the edits each side
+ *   made to PREV are kept where they do not overlap; where they overlap, the
+ *   local side wins.  Values that are not text (a NUL byte or invalid UTF-8)
+ *   fall back to local-first last write wins (NULL).
+ * json: a 3-way merge of JSON objects key by key (recursively for nested
+ *   objects): a member changed on one side only takes that side's value;
+ *   changed on both, the local side wins; removals are kept.  Anything that
+ *   is not a JSON object on all present sides falls back to NULL. */
+GBytes *conat_merge_lines (const char *key, GBytes *local, GBytes *remote, GBytes *prev,
+                           gpointer user_data);
+GBytes *conat_merge_json (const char *key, GBytes *local, GBytes *remote, GBytes *prev,
+                          gpointer user_data);
+/* "lww" gives *FUNC = NULL; "lines" and "json" the functions above.  FALSE
+ * for any other name. */
+gboolean conat_merge_lookup (const char *name, ConatMergeFunc *func);
 
 /* ---------------------------------------------------------------- PubSub */
 

@@ -270,9 +270,11 @@ run_merge (ConatDkv *kv, const char *key, LocalEntry *e, GBytes *remote, GBytes 
 {
   guint64 gen = e->gen;
   g_autoptr (GBytes) local = e->value ? g_bytes_ref (e->value) : NULL;
+  ConatMergeFunc merge = kv->merge;
+  gpointer merge_data = kv->merge_data;
 
   g_mutex_unlock (&kv->lock);
-  *resolved = kv->merge (key, local, remote, prev, kv->merge_data);
+  *resolved = merge (key, local, remote, prev, merge_data);
   g_mutex_lock (&kv->lock);
 
   e = g_hash_table_lookup (kv->local, key);
@@ -1194,6 +1196,15 @@ conat_dkv_unsaved_changes (ConatDkv *kv)
       g_ptr_array_add (keys, g_strdup (key));
   g_mutex_unlock (&kv->lock);
   return keys;
+}
+
+void
+conat_dkv_set_merge (ConatDkv *kv, ConatMergeFunc merge, gpointer merge_data)
+{
+  g_mutex_lock (&kv->lock);
+  kv->merge = merge;
+  kv->merge_data = merge_data;
+  g_mutex_unlock (&kv->lock);
 }
 
 /* ---------------------------------------------------------------- events */

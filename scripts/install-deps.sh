@@ -7,7 +7,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     build-essential pkg-config meson ninja-build \
     libglib2.0-dev libfuse3-dev fuse3 libsqlite3-dev sqlite3 \
-    libnats-dev nats-server \
+    libnats-dev nats-server libjson-glib-dev \
     inotify-tools attr vim-tiny rsync \
     python3 python3-pytest
 # Interop tests use the Node.js `nats` client; install Node.js only if absent.
