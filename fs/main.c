@@ -63,7 +63,8 @@ static const GOptionEntry entries[] = {
   { "tls-key", 0, 0, G_OPTION_ARG_FILENAME, &opt.tls_key, "TLS client key", "FILE" },
   { "replicas", 0, 0, G_OPTION_ARG_INT, &opt.replicas,
     "Replicas of each new NATS bucket (default 1)", "N" },
-  { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt.rest, NULL, "MOUNTPOINT" },
+  { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt.rest, NULL,
+    "[SOURCE] MOUNTPOINT" },
   { NULL },
 };
 
@@ -72,6 +73,11 @@ static const char description[] =
   "  ro, allow_other, default_permissions, ...   as for any FUSE filesystem\n"
   "  local_patterns=PAT[:PAT...]   editor files kept in memory, never stored as keys\n"
   "                                (default .*.sw?:*~:.#*:#*#:4913:.*.tmp)\n"
+  "  server=, data=, creds=, user=, password_file=, token_file=, tls_ca=, tls_cert=,\n"
+  "  tls_key=, replicas=           the options above, for mount -t fuse.conatfs and fstab\n"
+  "\n"
+  "SOURCE (from mount or fstab) is ignored unless it is a nats:// URL, which then\n"
+  "stands for --server.\n"
   "\n"
   "Unmount with `fusermount3 -u MOUNTPOINT`, or send SIGTERM or SIGINT.";
 
@@ -131,6 +137,48 @@ daemon_ready (void)
 
 /* ------------------------------------------------------------- options */
 
+/* -o NAME=VALUE forms of the command-line options, for mount(8) and fstab. */
+static const struct {
+  const char *name;
+  char **value;
+} option_aliases[] = {
+  { "server=", &opt.server },           { "data=", &opt.data },
+  { "creds=", &opt.creds },             { "user=", &opt.user },
+  { "password_file=", &opt.password_file }, { "token_file=", &opt.token_file },
+  { "tls_ca=", &opt.tls_ca },           { "tls_cert=", &opt.tls_cert },
+  { "tls_key=", &opt.tls_key },
+};
+
+/* fstab options that mean nothing to a FUSE mount. */
+static gboolean
+is_fstab_only (const char *o)
+{
+  static const char *const names[] = { "defaults", "auto", "noauto", "nofail", "_netdev",
+                                       "user", "users", "nouser", NULL };
+
+  return g_strv_contains (names, o) || g_str_has_prefix (o, "x-")
+         || g_str_has_prefix (o, "comment=");
+}
+
+/* Takes O if it is one of our NAME=VALUE options. */
+static gboolean
+take_alias (const char *o)
+{
+  if (g_str_has_prefix (o, "replicas="))
+    {
+      opt.replicas = atoi (o + strlen ("replicas="));
+      return TRUE;
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (option_aliases); i++)
+    if (g_str_has_prefix (o, option_aliases[i].name))
+      {
+        g_free (*option_aliases[i].value);
+        *option_aliases[i].value = g_strdup (o + strlen (option_aliases[i].name));
+        return TRUE;
+      }
+  return FALSE;
+}
+
 /* Splits the -o options into FUSE's and ours. */
 static void
 split_mount_options (GPtrArray *fuse_options, char ***local_patterns)
@@ -146,6 +194,8 @@ split_mount_options (GPtrArray *fuse_options, char ***local_patterns)
               g_strfreev (*local_patterns);
               *local_patterns = g_strsplit (*p + strlen ("local_patterns="), ":", -1);
             }
+          else if (take_alias (*p) || is_fstab_only (*p))
+            continue;
           else if (**p != '\0')
             g_ptr_array_add (fuse_options, g_strdup (*p));
         }
@@ -165,11 +215,21 @@ parse_options (int *argc, char ***argv, GError **error)
     return FALSE;
   if (opt.version)
     return TRUE;
-  if (opt.rest == NULL || opt.rest[0] == NULL || opt.rest[1] != NULL)
+  if (opt.rest == NULL || opt.rest[0] == NULL
+      || (opt.rest[1] != NULL && opt.rest[2] != NULL))
     {
       g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
                    "exactly one MOUNTPOINT is needed (see --help)");
       return FALSE;
+    }
+  if (opt.rest[1] != NULL)  /* mount(8) style: SOURCE MOUNTPOINT */
+    {
+      char *source = opt.rest[0];
+      if (opt.server == NULL && (g_str_has_prefix (source, "nats://")
+                                 || g_str_has_prefix (source, "tls://")))
+        opt.server = g_strdup (source);
+      memmove (opt.rest, opt.rest + 1, 2 * sizeof *opt.rest);
+      g_free (source);
     }
   return TRUE;
 }

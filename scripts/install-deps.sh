@@ -8,7 +8,7 @@ apt-get install -y -q --no-install-recommends \
     build-essential pkg-config meson ninja-build \
     libglib2.0-dev libfuse3-dev fuse3 libsqlite3-dev sqlite3 \
     libnats-dev nats-server libjson-glib-dev \
-    inotify-tools attr vim-tiny rsync \
+    inotify-tools attr vim-tiny rsync scdoc man-db \
     python3 python3-pytest
 # Interop tests use the Node.js `nats` client; install Node.js only if absent.
 command -v node >/dev/null 2>&1 || apt-get install -y -q --no-install-recommends nodejs npm
