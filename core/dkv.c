@@ -871,6 +871,9 @@ batch_result (ConatDkv *kv, ConatPut *put)
   else
     {
       Rejection *r = g_new0 (Rejection, 1);
+      g_autofree char *shown = g_strescape (put->key, NULL);
+      g_message ("%s/%s: the write of key \"%s\" was rejected: %s", kv->scope, kv->name, shown,
+                 put->error->message);
       r->gen = put->gen;
       r->error = g_steal_pointer (&put->error);
       g_hash_table_replace (kv->rejected, g_strdup (put->key), r);
