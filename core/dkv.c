@@ -1135,7 +1135,13 @@ save_common (ConatDkv *kv, const char *only, gint64 timeout_ms, GError **error)
     }
   gens = unsaved_gens (kv, only);
   if (only && g_hash_table_size (gens) == 0)
-    g_hash_table_insert (gens, g_strdup (only), GSIZE_TO_POINTER (kv->next_gen + 1));
+    {
+      /* Nothing unsaved: the key's last change was confirmed, or rejected
+       * already (a rejection lasts until the key is set again). */
+      Rejection *r = g_hash_table_lookup (kv->rejected, only);
+      g_hash_table_insert (gens, g_strdup (only),
+                           GSIZE_TO_POINTER (r ? r->gen : kv->next_gen + 1));
+    }
   if (!kv->autosave)
     {
       g_mutex_unlock (&kv->lock);

@@ -649,6 +649,28 @@ test_delete_after_unconfirmed_set (Fixture *f, gconstpointer data)
   g_assert_true (eventually_str (blocked, "k", NULL));
 }
 
+/* save_key() reports a rejection that happened before it was called. */
+static void
+test_save_key_after_rejection (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv = open_store (f, "rejected", TRUE, FALSE);
+  gsize max = conat_dkv_max_value_size (kv);
+  g_autoptr (GBytes) huge = g_bytes_new_take (g_malloc0 (max + 1), max + 1);
+  g_autoptr (GError) error = NULL;
+  gint64 deadline = g_get_monotonic_time () + DEADLINE_US;
+
+  g_assert_true (conat_dkv_set (kv, "big", huge, NULL));
+  while (conat_dkv_has_unsaved_changes (kv) && g_get_monotonic_time () < deadline)
+    g_usleep (1000);
+  g_assert_false (conat_dkv_has_unsaved_changes (kv));  /* rejected, not pending */
+  g_assert_false (conat_dkv_save_key (kv, "big", 10000, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_TOO_BIG);
+  g_clear_error (&error);
+  set_str (kv, "big", "small");  /* a new value clears the rejection */
+  g_assert_true (conat_dkv_save_key (kv, "big", 10000, &error));
+  g_assert_no_error (error);
+}
+
 /* 14 */
 static void
 test_ephemeral (Fixture *f, gconstpointer data)
@@ -701,6 +723,7 @@ main (int argc, char **argv)
   ADD ("/dkv/change-events", test_change_events);
   ADD ("/dkv/ephemeral", test_ephemeral);
   ADD ("/dkv/delete-after-unconfirmed-set", test_delete_after_unconfirmed_set);
+  ADD ("/dkv/save-key-after-rejection", test_save_key_after_rejection);
 #undef ADD
   return g_test_run ();
 }
