@@ -348,6 +348,67 @@ nats_max_message_size (ConatBackend *backend)
   return natsConnection_GetMaxPayload (((NatsBackend *) backend)->nc);
 }
 
+/* --------------------------------------------------------- advisories */
+
+#define ADVISORY_PREFIX "$JS.EVENT.ADVISORY.STREAM."
+
+/* "$JS.EVENT.ADVISORY.STREAM.{CREATED,DELETED}.KV_<bucket>": another client
+ * made or removed a bucket; open handles of it check it at once. */
+static void
+on_advisory (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+  const char *action = natsMsg_GetSubject (msg) + strlen (ADVISORY_PREFIX);
+  const char *stream = strchr (action, '.');
+
+  if (stream != NULL
+      && (g_str_has_prefix (action, "CREATED.") || g_str_has_prefix (action, "DELETED."))
+      && g_str_has_prefix (stream + 1, "KV_" CONAT_NATS_BUCKET_PREFIX))
+    nats_stores_bucket_changed_remotely (closure, stream + 1 + strlen ("KV_"));
+  natsMsg_Destroy (msg);
+}
+
+static void
+advisories_done (void *closure)
+{
+  NatsBackend *be = closure;
+
+  g_mutex_lock (&be->mu);
+  be->adv_done = TRUE;
+  g_cond_broadcast (&be->cond);
+  g_mutex_unlock (&be->mu);
+}
+
+/* Without them, changes by others are still found, only later (nats-store.c). */
+static void
+advisories_start (NatsBackend *be)
+{
+  natsStatus s = natsConnection_Subscribe (&be->adv_sub, be->nc, ADVISORY_PREFIX "*.*",
+                                           on_advisory, be);
+
+  if (s == NATS_OK)
+    s = natsSubscription_SetOnCompleteCB (be->adv_sub, advisories_done, be);
+  if (s != NATS_OK)
+    {
+      g_debug ("no stream advisories: %s", natsStatus_GetText (s));
+      g_clear_pointer (&be->adv_sub, natsSubscription_Destroy);
+    }
+}
+
+static void
+advisories_stop (NatsBackend *be)
+{
+  gint64 deadline = g_get_monotonic_time () + CLOSE_WAIT_US;
+
+  if (be->adv_sub == NULL)
+    return;
+  natsSubscription_Unsubscribe (be->adv_sub);
+  g_mutex_lock (&be->mu);
+  while (!be->adv_done && g_cond_wait_until (&be->cond, &be->mu, deadline))
+    ;
+  g_mutex_unlock (&be->mu);
+  g_clear_pointer (&be->adv_sub, natsSubscription_Destroy);
+}
+
 /* --------------------------------------------------------- connection */
 
 static void
@@ -685,6 +746,7 @@ conat_backend_nats_new (const ConatNatsOptions *opts, GError **error)
       nats_free (&be->parent);
       return NULL;
     }
+  advisories_start (be);
   be->maint = g_thread_new ("conat-nats-maint", nats_maint_thread, be);
   return &be->parent;
 }
@@ -703,6 +765,7 @@ nats_free (ConatBackend *backend)
     g_thread_join (be->maint);
   if (be->stores != NULL)
     g_warning ("NATS backend freed with %u stores open", g_list_length (be->stores));
+  advisories_stop (be);
   nats_acks_stop (be);
   jsCtx_Destroy (be->js);
   if (be->nc)

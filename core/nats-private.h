@@ -43,6 +43,7 @@ struct _NatsBackend {
   char *servers;        /* for display: no credentials */
   GThreadPool *pool;    /* runs Dispatch queues */
   GThread *maint;
+  natsSubscription *adv_sub; /* stream advisories; set before maint starts */
 
   GMutex mu;            /* guards the fields below */
   GCond cond;
@@ -52,6 +53,7 @@ struct _NatsBackend {
   char *last_error;
   gboolean stopping;
   GList *stores;        /* open ConatBackendStore*, not referenced */
+  gboolean adv_done;    /* adv_sub delivers nothing more */
   gboolean maint_wanted;
   gboolean maint_reconnect;
 
@@ -96,6 +98,7 @@ struct _ConatBackendStore {
 
   /* guarded by be->mu */
   gboolean check_wanted;
+  gboolean remote_check_wanted;  /* someone else created or deleted the bucket */
 };
 
 /* backend-nats.c */
@@ -144,6 +147,7 @@ ConatBackendStore *nats_store_open (ConatBackend *backend, const char *scope, co
 void nats_store_close (ConatBackendStore *store);
 void nats_store_request_check (ConatBackendStore *store);
 void nats_stores_bucket_changed (NatsBackend *be, const char *bucket);
+void nats_stores_bucket_changed_remotely (NatsBackend *be, const char *bucket);
 gpointer nats_maint_thread (gpointer data);
 
 /* nats-put.c */

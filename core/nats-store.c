@@ -13,15 +13,19 @@
  * Vanishing buckets.  A memory bucket is gone after a server restart, and a
  * bucket can be removed or re-created (set_store_ephemeral) by any client.
  * The maintenance thread compares each open handle's bucket creation time
- * with the server's: after a reconnect, every 30 s, and when a write found no
- * stream.  When the bucket is new (re-created by us, for an ephemeral store
- * after a reconnect or for any store that is written to, or by someone
- * else), the handle reports each of the K keys it had as deleted, at
- * revisions S+1 .. S+K (S = the highest revision it knew), the bucket is
- * moved on to sequence S+K+1 if it is still empty, and a new watch starts
- * after S+K.  So the revisions a handle reports only grow; a client that
- * writes to the new bucket before it was moved on loses those writes for
- * this handle (a documented gap).
+ * with the server's: after a reconnect, every 30 s, when a write found no
+ * stream, and when a stream advisory says the bucket was created or deleted
+ * (another client removed the store or flipped its ephemeral flag: the watch
+ * alone would resume on the new bucket only after libnats' missed
+ * heartbeats, keeping the old bucket's storage type, so a later server
+ * restart would not empty an ephemeral store).  When the bucket is new
+ * (re-created by us, for an ephemeral store after a reconnect or for any
+ * store that is written to, or by someone else), the handle reports each of
+ * the K keys it had as deleted, at revisions S+1 .. S+K (S = the highest
+ * revision it knew), the bucket is moved on to sequence S+K+1 if it is still
+ * empty, and a new watch starts after S+K.  So the revisions a handle reports
+ * only grow; a client that writes to the new bucket before it was moved on
+ * loses those writes for this handle (a documented gap).
  */
 #define G_LOG_DOMAIN "conat-nats"
 
@@ -47,7 +51,7 @@ typedef struct {
   guint gen;
 } Watch;
 
-typedef enum { CHECK_NONE, CHECK_PERIODIC, CHECK_RECONNECT, CHECK_WRITE } CheckKind;
+typedef enum { CHECK_NONE, CHECK_PERIODIC, CHECK_REMOTE, CHECK_RECONNECT, CHECK_WRITE } CheckKind;
 
 static void
 change_free (gpointer data)
@@ -447,6 +451,23 @@ nats_stores_bucket_changed (NatsBackend *be, const char *bucket)
   g_mutex_unlock (&be->mu);
 }
 
+/* The server says BUCKET's stream was created or deleted: check the handles
+ * of BUCKET without re-creating it. */
+void
+nats_stores_bucket_changed_remotely (NatsBackend *be, const char *bucket)
+{
+  g_mutex_lock (&be->mu);
+  for (GList *l = be->stores; l; l = l->next)
+    {
+      ConatBackendStore *st = l->data;
+
+      if (strcmp (st->bucket, bucket) == 0)
+        st->remote_check_wanted = be->maint_wanted = TRUE;
+    }
+  g_cond_broadcast (&be->cond);
+  g_mutex_unlock (&be->mu);
+}
+
 /* With d.mu held: reports every key the handle had that was stored before
  * BEFORE_NS as deleted, each at its own revision from last_seq + 1 on (or
  * all at last_seq unless BUMP). */
@@ -655,10 +676,11 @@ maint_collect_locked (NatsBackend *be, gboolean reconnect, gboolean periodic)
       ConatBackendStore *st = l->data;
       Check c = { st, st->check_wanted ? CHECK_WRITE
                       : reconnect  ? CHECK_RECONNECT
+                      : st->remote_check_wanted ? CHECK_REMOTE
                       : periodic   ? CHECK_PERIODIC
                                    : CHECK_NONE };
 
-      st->check_wanted = FALSE;
+      st->check_wanted = st->remote_check_wanted = FALSE;
       if (c.kind == CHECK_NONE)
         continue;
       dispatch_ref (&st->d);
@@ -711,6 +733,8 @@ nats_maint_thread (gpointer data)
           /* Failed checks run again in a second, or after the reconnect. */
           if (c->kind == CHECK_WRITE)
             c->store->check_wanted = TRUE;
+          else if (c->kind == CHECK_REMOTE)
+            c->store->remote_check_wanted = TRUE;
           retry = retry || (connected && c->kind != CHECK_NONE && c->kind != CHECK_PERIODIC);
         }
       g_mutex_unlock (&be->mu);

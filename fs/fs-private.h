@@ -44,6 +44,7 @@ typedef enum {
   CONATFS_INODE_STORE,
   CONATFS_INODE_KEY,   /* a key of the store the parent is */
   CONATFS_INODE_LOCAL, /* an editor's file kept in memory in the parent store dir */
+  CONATFS_INODE_CHANNEL, /* a channel file in the parent scope dir (channel.c); name = file name */
 } ConatfsInodeKind;
 
 typedef struct _ConatfsFs ConatfsFs;
@@ -51,6 +52,7 @@ typedef struct _ConatfsInode ConatfsInode;
 typedef struct _ConatfsStore ConatfsStore;
 typedef struct _ConatfsHandle ConatfsHandle;
 typedef struct _ConatfsNotifier ConatfsNotifier;
+typedef struct _ConatfsChannelFile ConatfsChannelFile;
 
 struct _ConatfsInode {
   gint refs;              /* atomic */
@@ -96,6 +98,7 @@ struct _ConatfsHandle {
   ConatfsInode *inode;    /* strong reference; immutable */
   int flags;              /* open flags; immutable */
   gsize max_size;         /* the store's value limit; immutable */
+  ConatfsChannelFile *channel; /* immutable: a channel file's state (channel.c), or NULL */
   GMutex lock;
   /* guarded by lock: */
   GBytes *snapshot;       /* the value at open or at the last commit (NULL: empty) */
@@ -114,6 +117,7 @@ struct _ConatfsFs {
   struct timespec start_time;   /* immutable: times of directories */
   struct fuse_session *session; /* immutable while mounted */
   ConatfsNotifier *notifier;    /* immutable while mounted */
+  gsize channel_window;         /* immutable: bytes of recent lines kept per channel */
 
   GMutex lock;
   /* guarded by lock: */
@@ -121,6 +125,7 @@ struct _ConatfsFs {
   GHashTable *by_name;          /* "PARENT-INO/FILE-NAME" -> ConatfsInode* (no reference) */
   GHashTable *stores;           /* "SCOPE\x01STORE" -> ConatfsStore* (reference) */
   GHashTable *handles;          /* open ConatfsHandle* (set) */
+  GHashTable *channels;         /* "LENGTH:SCOPE" + channel file name -> channel (channel.c) */
   fuse_ino_t next_ino;
   char *last_error;             /* the reason of the last EIO, for the status file */
 };
@@ -205,6 +210,29 @@ void conatfs_notifier_inval_inode (ConatfsNotifier *notifier, fuse_ino_t ino);
 void conatfs_notifier_inval_entry (ConatfsNotifier *notifier, fuse_ino_t parent,
                                    const char *file_name);
 void conatfs_notifier_free (ConatfsNotifier *notifier);
+void conatfs_notifier_inval_attr (ConatfsNotifier *notifier, fuse_ino_t ino);
+void conatfs_notifier_poll (ConatfsNotifier *notifier, struct fuse_pollhandle *ph);
+
+/* channel.c */
+#define CONATFS_CHANNEL_WINDOW_DEFAULT (1024 * 1024)
+gboolean conatfs_channel_in_scope (ConatfsFs *fs, fuse_ino_t parent, const char *file_name);
+int conatfs_channel_lookup (ConatfsFs *fs, ConatfsInode *dir, const char *file_name,
+                            ConatfsInode **child);
+void conatfs_channel_op_create (fuse_req_t req, fuse_ino_t parent, const char *file_name,
+                                struct fuse_file_info *fi);
+int conatfs_channel_stat (ConatfsFs *fs, ConatfsInode *inode, struct stat *st);
+int conatfs_channel_open (ConatfsFs *fs, ConatfsInode *inode, struct fuse_file_info *fi,
+                          ConatfsHandle **handle);
+void conatfs_channel_reply_read (ConatfsFs *fs, ConatfsChannelFile *file, fuse_req_t req,
+                                 gsize size, off_t offset);
+void conatfs_channel_write (ConatfsFs *fs, ConatfsChannelFile *file, fuse_req_t req,
+                            const char *buf, gsize size);
+int conatfs_channel_flush (ConatfsFs *fs, ConatfsChannelFile *file);
+void conatfs_channel_file_free (ConatfsFs *fs, ConatfsChannelFile *file);
+GPtrArray *conatfs_channel_file_names (ConatfsFs *fs, const char *scope);
+void conatfs_channel_close_all (ConatfsFs *fs);
+void conatfs_op_poll (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+                      struct fuse_pollhandle *ph);
 
 /* status.c */
 GBytes *conatfs_status_json (ConatfsFs *fs);

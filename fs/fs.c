@@ -197,6 +197,7 @@ const struct fuse_lowlevel_ops conatfs_ops = {
   .listxattr = conatfs_op_listxattr,
   .removexattr = conatfs_op_removexattr,
   .create = conatfs_op_create,
+  .poll = conatfs_op_poll,
 };
 
 /* ------------------------------------------------------- init and exit */
@@ -221,6 +222,9 @@ fs_new (ConatClient *client, const char *mountpoint, const ConatfsOptions *optio
   fs->stores = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                       (GDestroyNotify) conatfs_store_unref);
   fs->handles = g_hash_table_new (NULL, NULL);
+  fs->channels = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  fs->channel_window = options->channel_window ? options->channel_window
+                       : CONATFS_CHANNEL_WINDOW_DEFAULT;
   fs->next_ino = CONATFS_INO_FIRST_DYNAMIC;
 
   root = conatfs_inode_new_fixed (fs, FUSE_ROOT_ID, CONATFS_INODE_ROOT, NULL, "");
@@ -237,6 +241,7 @@ fs_free (ConatfsFs *fs)
 {
   conatfs_handle_commit_all (fs);
   conatfs_store_close_all (fs);
+  conatfs_channel_close_all (fs);
   conatfs_session_free (fs);
   conatfs_inode_table_free (fs);
   g_hash_table_unref (fs->stores);

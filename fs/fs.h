@@ -21,6 +21,8 @@ typedef struct {
   /* Shell patterns (fnmatch) of editor files kept in memory only, never
    * stored as keys; NULL for the defaults (conatfs_default_local_patterns). */
   char **local_patterns;
+  /* Bytes of recent messages kept per channel file; 0 for the default (1 MiB). */
+  gsize channel_window;
   GSourceFunc on_unmounted;
   gpointer on_unmounted_data;
 } ConatfsOptions;

@@ -49,6 +49,8 @@ conatfs_handle_free (ConatfsFs *fs, ConatfsHandle *handle)
   g_mutex_lock (&fs->lock);
   g_hash_table_remove (fs->handles, handle);
   g_mutex_unlock (&fs->lock);
+  if (handle->channel != NULL)
+    conatfs_channel_file_free (fs, handle->channel);
   g_clear_pointer (&handle->snapshot, g_bytes_unref);
   g_clear_pointer (&handle->buffer, g_byte_array_unref);
   conatfs_inode_unref (handle->inode);

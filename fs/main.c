@@ -37,6 +37,7 @@ typedef struct {
   char *tls_cert;
   char *tls_key;
   int replicas;
+  gsize channel_window;
   char **rest;
 } Options;
 
@@ -73,6 +74,7 @@ static const char description[] =
   "  ro, allow_other, default_permissions, ...   as for any FUSE filesystem\n"
   "  local_patterns=PAT[:PAT...]   editor files kept in memory, never stored as keys\n"
   "                                (default .*.sw?:*~:.#*:#*#:4913:.*.tmp)\n"
+  "  channel_window=BYTES[K|M|G]   recent messages kept per channel file (default 1M)\n"
   "  server=, data=, creds=, user=, password_file=, token_file=, tls_ca=, tls_cert=,\n"
   "  tls_key=, replicas=           the options above, for mount -t fuse.conatfs and fstab\n"
   "\n"
@@ -179,9 +181,27 @@ take_alias (const char *o)
   return FALSE;
 }
 
+/* "1048576", "64K", "1M": a size in bytes, at least 1. */
+static gboolean
+parse_size (const char *text, gsize *size)
+{
+  char *end;
+  guint64 value = g_ascii_strtoull (text, &end, 10);
+  int shift = 0;
+
+  if (end == text)
+    return FALSE;
+  if (*end != '\0')
+    shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : -1;
+  if (shift < 0 || (*end != '\0' && end[1] != '\0') || value == 0 || value > G_MAXSIZE >> shift)
+    return FALSE;
+  *size = value << shift;
+  return TRUE;
+}
+
 /* Splits the -o options into FUSE's and ours. */
-static void
-split_mount_options (GPtrArray *fuse_options, char ***local_patterns)
+static gboolean
+split_mount_options (GPtrArray *fuse_options, char ***local_patterns, GError **error)
 {
   for (char **o = opt.mount_options; o != NULL && *o != NULL; o++)
     {
@@ -194,6 +214,15 @@ split_mount_options (GPtrArray *fuse_options, char ***local_patterns)
               g_strfreev (*local_patterns);
               *local_patterns = g_strsplit (*p + strlen ("local_patterns="), ":", -1);
             }
+          else if (g_str_has_prefix (*p, "channel_window="))
+            {
+              if (!parse_size (*p + strlen ("channel_window="), &opt.channel_window))
+                {
+                  g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                               "invalid mount option %s (a size: BYTES, or with K, M or G)", *p);
+                  return FALSE;
+                }
+            }
           else if (take_alias (*p) || is_fstab_only (*p))
             continue;
           else if (**p != '\0')
@@ -201,6 +230,7 @@ split_mount_options (GPtrArray *fuse_options, char ***local_patterns)
         }
     }
   g_ptr_array_add (fuse_options, NULL);
+  return TRUE;
 }
 
 static gboolean
@@ -327,7 +357,11 @@ main (int argc, char **argv)
   if (opt.debug)
     g_log_set_debug_enabled (TRUE);
   g_log_writer_default_set_use_stderr (TRUE);
-  split_mount_options (fuse_options, &local_patterns);
+  if (!split_mount_options (fuse_options, &local_patterns, &error))
+    {
+      g_printerr ("conatfs: %s\n", error->message);
+      return 1;
+    }
   make_paths_absolute ();
   if (!opt.foreground)
     daemon_fork ();
@@ -341,5 +375,6 @@ main (int argc, char **argv)
     }
   fs_options.fuse_options = (char **) fuse_options->pdata;
   fs_options.local_patterns = local_patterns;
+  fs_options.channel_window = opt.channel_window;
   return run (client, &fs_options);
 }

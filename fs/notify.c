@@ -15,6 +15,8 @@
 typedef enum {
   NOTICE_INVAL_INODE,
   NOTICE_INVAL_ENTRY,
+  NOTICE_INVAL_ATTR,  /* attributes only: a channel file grew */
+  NOTICE_POLL,        /* wake a poll() of a channel file */
   NOTICE_STOP,
 } NoticeKind;
 
@@ -22,6 +24,7 @@ typedef struct {
   NoticeKind kind;
   fuse_ino_t ino;   /* the inode, or the parent of the entry */
   char *file_name;  /* NOTICE_INVAL_ENTRY */
+  struct fuse_pollhandle *ph; /* NOTICE_POLL (owned) */
 } Notice;
 
 struct _ConatfsNotifier {
@@ -34,6 +37,8 @@ static void
 notice_free (Notice *notice)
 {
   g_free (notice->file_name);
+  if (notice->ph != NULL)
+    fuse_pollhandle_destroy (notice->ph);
   g_free (notice);
 }
 
@@ -44,6 +49,10 @@ notice_send (struct fuse_session *session, const Notice *notice)
 
   if (notice->kind == NOTICE_INVAL_INODE)
     res = fuse_lowlevel_notify_inval_inode (session, notice->ino, 0, 0);
+  else if (notice->kind == NOTICE_INVAL_ATTR)
+    res = fuse_lowlevel_notify_inval_inode (session, notice->ino, -1, 0);
+  else if (notice->kind == NOTICE_POLL)
+    res = fuse_lowlevel_notify_poll (notice->ph);
   else
     res = fuse_lowlevel_notify_inval_entry (session, notice->ino, notice->file_name,
                                             strlen (notice->file_name));
@@ -106,6 +115,32 @@ conatfs_notifier_inval_entry (ConatfsNotifier *notifier, fuse_ino_t parent,
 {
   if (notifier != NULL)
     notifier_push (notifier, NOTICE_INVAL_ENTRY, parent, file_name);
+}
+
+/* The kernel drops its attributes of INO (not its pages): what `tail -f`
+ * needs to see a channel file grow. */
+void
+conatfs_notifier_inval_attr (ConatfsNotifier *notifier, fuse_ino_t ino)
+{
+  if (notifier != NULL)
+    notifier_push (notifier, NOTICE_INVAL_ATTR, ino, NULL);
+}
+
+/* Wakes the poll() that PH came with; takes PH. */
+void
+conatfs_notifier_poll (ConatfsNotifier *notifier, struct fuse_pollhandle *ph)
+{
+  Notice *notice;
+
+  if (notifier == NULL)
+    {
+      fuse_pollhandle_destroy (ph);
+      return;
+    }
+  notice = g_new0 (Notice, 1);
+  notice->kind = NOTICE_POLL;
+  notice->ph = ph;
+  g_async_queue_push (notifier->queue, notice);
 }
 
 /* Sends what is queued, then stops the thread. */

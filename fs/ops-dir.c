@@ -120,8 +120,8 @@ lookup_in_scope (ConatfsFs *fs, ConatfsInode *dir, const char *name, ConatfsInod
   g_autoptr (GError) error = NULL;
   int err;
 
-  if (name[0] == '@') /* channels come in a later issue */
-    return ENOENT;
+  if (name[0] == '@')
+    return conatfs_channel_lookup (fs, dir, name, child);
   err = find_store (fs, scope, name, &store_name);
   if (err != 0)
     return err;
@@ -381,6 +381,14 @@ conatfs_op_mknod (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 
   if (!S_ISREG (mode))
     return conatfs_reply_err (req, "mknod", EPERM);
+  if (conatfs_channel_in_scope (fs, parent, name))
+    {
+      dir = conatfs_inode_get (fs, parent);
+      err = conatfs_channel_lookup (fs, dir, name, &child);
+      if (err != 0)
+        return conatfs_reply_err (req, "mknod", err);
+      return reply_entry (req, fs, child, "mknod");
+    }
   dir = store_dir (fs, parent, &err);
   if (dir == NULL)
     return conatfs_reply_err (req, "mknod", err);
@@ -429,6 +437,8 @@ conatfs_op_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t m
   gboolean exists;
   int err;
 
+  if (conatfs_channel_in_scope (fs, parent, name))
+    return conatfs_channel_op_create (req, parent, name, fi);
   dir = store_dir (fs, parent, &err);
   if (dir == NULL)
     return conatfs_reply_err (req, "create", err);
@@ -465,6 +475,8 @@ conatfs_op_unlink (fuse_req_t req, fuse_ino_t parent, const char *name)
   g_autoptr (ConatfsInode) dir = NULL;
   int err;
 
+  if (conatfs_channel_in_scope (fs, parent, name)) /* subscribed until unmount */
+    return conatfs_reply_err (req, "unlink", EPERM);
   dir = store_dir (fs, parent, &err);
   if (dir == NULL)
     return conatfs_reply_err (req, "unlink", err == EPERM ? ENOENT : err);

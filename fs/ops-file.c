@@ -46,6 +46,9 @@ conatfs_stat (ConatfsFs *fs, ConatfsInode *inode, ConatfsHandle *handle, struct 
     case CONATFS_INODE_KEY:
     case CONATFS_INODE_LOCAL:
       return stat_file (fs, inode, handle, st);
+    case CONATFS_INODE_CHANNEL:
+      *timeout = 0; /* it grows with every message */
+      return conatfs_channel_stat (fs, inode, st);
     case CONATFS_INODE_STATUS_FILE:
       status = conatfs_status_json (fs);
       clock_gettime (CLOCK_REALTIME, &now);
@@ -128,6 +131,8 @@ setattr_size (ConatfsFs *fs, ConatfsInode *inode, off_t size, struct fuse_file_i
       if (fi != NULL)
         return conatfs_handle_truncate (fs, HANDLE (fi), size);
       return truncate_value (fs, inode, size);
+    case CONATFS_INODE_CHANNEL:
+      return 0; /* it only grows: truncation is ignored */
     case CONATFS_INODE_STATUS_FILE:
       return EACCES;
     default:
@@ -229,6 +234,11 @@ conatfs_op_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
       if (err != 0)
         return conatfs_reply_err (req, "open", err);
       return reply_open (req, fs, handle, fi);
+    case CONATFS_INODE_CHANNEL:
+      err = conatfs_channel_open (fs, inode, fi, &handle);
+      if (err != 0)
+        return conatfs_reply_err (req, "open", err);
+      return reply_open (req, fs, handle, fi);
     case CONATFS_INODE_STATUS_FILE:
       return open_status (req, fs, inode, fi);
     default:
@@ -240,6 +250,9 @@ void
 conatfs_op_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                  struct fuse_file_info *fi)
 {
+  if (HANDLE (fi)->channel != NULL)
+    return conatfs_channel_reply_read (fuse_req_userdata (req), HANDLE (fi)->channel, req, size,
+                                       off);
   conatfs_handle_reply_read (HANDLE (fi), req, size, off);
 }
 
@@ -247,8 +260,11 @@ void
 conatfs_op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                   struct fuse_file_info *fi)
 {
-  int err = conatfs_handle_write (fuse_req_userdata (req), HANDLE (fi), buf, size, off);
+  int err;
 
+  if (HANDLE (fi)->channel != NULL)
+    return conatfs_channel_write (fuse_req_userdata (req), HANDLE (fi)->channel, req, buf, size);
+  err = conatfs_handle_write (fuse_req_userdata (req), HANDLE (fi), buf, size, off);
   if (err != 0)
     return conatfs_reply_err (req, "write", err);
   fuse_reply_write (req, size);
@@ -257,6 +273,9 @@ conatfs_op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, 
 void
 conatfs_op_flush (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+  if (HANDLE (fi)->channel != NULL)
+    return conatfs_reply_err (req, "flush", conatfs_channel_flush (fuse_req_userdata (req),
+                                                                    HANDLE (fi)->channel));
   conatfs_reply_err (req, "flush", conatfs_handle_flush (fuse_req_userdata (req), HANDLE (fi)));
 }
 

@@ -69,6 +69,11 @@ list_children (ConatfsFs *fs, ConatfsInode *dir, GArray *entries)
       scope = conatfs_inode_name (fs, dir);
       names = conat_client_list_stores (fs->client, scope, &error);
       add_entries (entries, names, CONATFS_NAME_STORE, S_IFDIR, TRUE);
+      {
+        g_autoptr (GPtrArray) channels = conatfs_channel_file_names (fs, scope);
+
+        add_entries (entries, channels, CONATFS_NAME_CHANNEL, S_IFREG, FALSE);
+      }
       break;
     case CONATFS_INODE_STORE:
       store = conatfs_store_of_dir (fs, dir, &err);

@@ -1371,6 +1371,47 @@ test_ephemeral_flip (Fixture *fx, gconstpointer data)
   backend_free (a);
 }
 
+/* Another client flips a store that a handle has open to ephemeral: the
+ * handle follows the new bucket (stream advisories), so a server restart
+ * later empties the store for it too. */
+static void
+test_ephemeral_flip_elsewhere (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = bytes ("v");
+  ConatBackendStore *sa, *sb;
+  Recorder ra, rb;
+
+  recorder_init (&ra);
+  recorder_init (&rb);
+  sa = store_open (a, "p", "flip", FALSE, &ra, NULL);
+  sb = store_open (b, "p", "flip", FALSE, &rb, NULL);
+  g_assert_true (a->klass->set_store_ephemeral (a, "p", "flip", TRUE, &error));
+  g_assert_no_error (error);
+  put_retrying (a, sa, "k", v);
+  recorder_wait (&rb, 1);
+  g_assert_cmpstr (recorder_change (&rb, 0)->key, ==, "k");
+
+  server_stop_signal (&fx->srv, SIGTERM);
+  wait_disconnected (b);
+  server_start (&fx->srv);
+  recorder_wait (&rb, 2);  /* the memory bucket is gone, and with it the key */
+  g_assert_cmpstr (recorder_change (&rb, 1)->key, ==, "k");
+  g_assert_null (recorder_change (&rb, 1)->value);
+  put_retrying (b, sb, "k2", v);
+  recorder_wait (&ra, 3);  /* k, its deletion, k2 */
+  g_assert_cmpstr (recorder_change (&ra, 2)->key, ==, "k2");
+
+  a->klass->store_close (sa);
+  b->klass->store_close (sb);
+  recorder_clear (&ra);
+  recorder_clear (&rb);
+  backend_free (a);
+  backend_free (b);
+}
+
 static void
 test_no_server (void)
 {
@@ -1412,6 +1453,7 @@ main (int argc, char **argv)
   ADD ("/nats/token", test_token, token_config);
   ADD ("/nats/permission", test_permission, deny_config);
   ADD ("/nats/ephemeral-flip", test_ephemeral_flip, NULL);
+  ADD ("/nats/ephemeral-flip-elsewhere", test_ephemeral_flip_elsewhere, NULL);
 #undef ADD
   g_test_add_func ("/nats/no-server", test_no_server);
   return g_test_run ();
