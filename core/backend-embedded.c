@@ -32,6 +32,16 @@
  * callbacks still due.  A new handle becomes ready only once store_open has
  * replayed its snapshot through on_load: the dispatcher waits for that, so
  * on_change never overtakes on_load.
+ *
+ * Options.  A store's merge strategy and limits (Config) live in its row of
+ * the stores table, or in memory for an ephemeral store, and are kept in
+ * the Store while it is in memory.  put_many refuses a value over
+ * max_value_size (TOO_BIG), a new key beyond max_keys and a write that grows
+ * the store's value bytes over max_bytes (NO_SPACE); deletes and writes that
+ * do not grow the store always pass.  Values older than max_age_ms are
+ * deleted, each at a new revision, with the change delivered like any other
+ * write: when a handle opens, before each batch, and by the dispatcher,
+ * which sweeps every store in memory that has a max_age every SWEEP_US.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,8 +55,9 @@
 
 #include "backend.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define MAX_VALUE_SIZE (64 * 1024 * 1024)
+#define SWEEP_US (250 * 1000)
 #define MAX_MESSAGE_SIZE (1024 * 1024)
 #define BUSY_TIMEOUT_MS 5000
 
@@ -71,6 +82,14 @@ typedef struct {
   gint64 time_ms;
 } Entry;
 
+/* A store's options, as store_info reports them. */
+typedef struct {
+  char merge[16];
+  ConatStoreLimits limits;
+} Config;
+
+static const Config default_config = { "lww", { 0, 0, 0, 0 } };
+
 /* A store in memory: every ephemeral store, and persistent ones with handles. */
 struct _Store {
   gint ref_count;            /* atomic */
@@ -86,6 +105,7 @@ struct _Store {
   GHashTable *entries;       /* ephemeral: char *key -> Entry */
   guint64 bytes;             /* ephemeral: sum of the value sizes */
   GPtrArray *handles;        /* ConatBackendStore *, unreferenced */
+  Config config;             /* as in the database for a persistent store */
 };
 
 struct _ConatBackendStore {
@@ -111,7 +131,7 @@ typedef struct {
 enum { ST_KV_REVISION, ST_KV_PUT, ST_KV_DELETE, ST_STORE_REVISION, N_STATEMENTS };
 
 static const char *const statement_sql[N_STATEMENTS] = {
-  [ST_KV_REVISION] = "SELECT revision FROM kv WHERE store_id = ?1 AND key = ?2",
+  [ST_KV_REVISION] = "SELECT revision, length(value) FROM kv WHERE store_id = ?1 AND key = ?2",
   [ST_KV_PUT] = "INSERT OR REPLACE INTO kv (store_id, key, value, revision, time_ms)"
                 " VALUES (?1, ?2, ?3, ?4, ?5)",
   [ST_KV_DELETE] = "DELETE FROM kv WHERE store_id = ?1 AND key = ?2",
@@ -127,6 +147,17 @@ static const char schema_sql[] =
   " revision INTEGER NOT NULL, time_ms INTEGER NOT NULL, PRIMARY KEY (store_id, key))"
   " WITHOUT ROWID;"
   "PRAGMA user_version = 1;"
+  "COMMIT;";
+
+/* Version 1 to 2: the options of each store. */
+static const char migrate_v2_sql[] =
+  "BEGIN IMMEDIATE;"
+  "ALTER TABLE stores ADD COLUMN merge TEXT NOT NULL DEFAULT 'lww';"
+  "ALTER TABLE stores ADD COLUMN max_value_size INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE stores ADD COLUMN max_age_ms INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE stores ADD COLUMN max_bytes INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE stores ADD COLUMN max_keys INTEGER NOT NULL DEFAULT 0;"
+  "PRAGMA user_version = 2;"
   "COMMIT;";
 
 struct _EmbeddedBackend {
@@ -154,6 +185,7 @@ struct _EmbeddedBackend {
   GAsyncQueue *events;    /* Event *; locked by itself */
   GThread *dispatcher;    /* immutable once started */
   gboolean free_on_stop;  /* dispatcher thread only */
+  gint sweep;             /* atomic: a store in memory has a max_age */
 };
 
 static GMutex registry_lock;
@@ -293,8 +325,13 @@ db_open (EmbeddedBackend *b, GError **error)
   version = sqlite3_column_int (st, 0);
   if (version == 0 && !db_exec (b, schema_sql, error))
     return FALSE;
-  if (version != 0 && version != SCHEMA_VERSION)
+  if (version > SCHEMA_VERSION)
     return fail (error, CONAT_ERROR_CORRUPT, "%s: unknown schema version %d", b->db_path, version);
+  if (version < 2 && !db_exec (b, migrate_v2_sql, error))
+    {
+      sqlite3_exec (b->db, "ROLLBACK", NULL, NULL, NULL);
+      return FALSE;
+    }
   for (int i = 0; i < N_STATEMENTS; i++)
     if ((b->stmts[i] = db_query (b, error, statement_sql[i], "")) == NULL)
       return FALSE;
@@ -313,6 +350,32 @@ db_insert_store (EmbeddedBackend *b, const char *scope, const char *name, guint6
     return FALSE;
   *id = sqlite3_last_insert_rowid (b->db);
   return TRUE;
+}
+
+static gboolean
+db_save_config (EmbeddedBackend *b, gint64 id, const Config *c, GError **error)
+{
+  const char *sql = "UPDATE stores SET merge = ?1, max_value_size = ?2, max_age_ms = ?3,"
+                    " max_bytes = ?4, max_keys = ?5 WHERE id = ?6";
+
+  return db_run (b, db_query (b, error, sql, "siiiii", c->merge, c->limits.max_value_size,
+                              c->limits.max_age_ms, c->limits.max_bytes, c->limits.max_keys, id),
+                 error);
+}
+
+/* Reads columns FIRST.. of ST (merge and the four limits) into C. */
+static void
+column_config (sqlite3_stmt *st, int first, Config *c)
+{
+  g_autofree char *merge = column_name (st, first);
+
+  *c = default_config;
+  if (strlen (merge) < sizeof c->merge)
+    strcpy (c->merge, merge);
+  c->limits.max_value_size = sqlite3_column_int64 (st, first + 1);
+  c->limits.max_age_ms = sqlite3_column_int64 (st, first + 2);
+  c->limits.max_bytes = sqlite3_column_int64 (st, first + 3);
+  c->limits.max_keys = sqlite3_column_int64 (st, first + 4);
 }
 
 static gboolean
@@ -442,6 +505,16 @@ event_push (EmbeddedBackend *b, GPtrArray *receivers, GArray *changes, GBytes *m
   g_async_queue_push (b->events, ev);
 }
 
+/* An event for no receiver: wakes the dispatcher. */
+static Event *
+event_wake_new (void)
+{
+  Event *ev = g_new0 (Event, 1);
+
+  ev->receivers = g_ptr_array_new ();
+  return ev;
+}
+
 static void
 event_deliver (EmbeddedBackend *b, Event *ev)
 {
@@ -461,17 +534,28 @@ event_deliver (EmbeddedBackend *b, Event *ev)
 }
 
 static void backend_finalize (EmbeddedBackend *b);
+static void backend_sweep (EmbeddedBackend *b);
 
 static gpointer
 dispatcher_main (gpointer data)
 {
   EmbeddedBackend *b = data;
+  gint64 next_sweep = g_get_monotonic_time () + SWEEP_US;
   gboolean stop = FALSE;
 
   while (!stop)
     {
-      Event *ev = g_async_queue_pop (b->events);
+      gint64 wait = next_sweep - g_get_monotonic_time ();
+      Event *ev = !g_atomic_int_get (&b->sweep) ? g_async_queue_pop (b->events)
+                  : wait > 0 ? g_async_queue_timeout_pop (b->events, wait) : NULL;
 
+      if (g_atomic_int_get (&b->sweep) && g_get_monotonic_time () >= next_sweep)
+        {
+          backend_sweep (b);
+          next_sweep = g_get_monotonic_time () + SWEEP_US;
+        }
+      if (ev == NULL)
+        continue;
       stop = ev->receivers == NULL;
       if (!stop)
         event_deliver (b, ev);
@@ -483,6 +567,23 @@ dispatcher_main (gpointer data)
 }
 
 /* ------------------------------------------------------------------ stores */
+
+/* Values written at or before this time (ms) are past C's max_age. */
+static gint64
+expiry_cutoff (const Config *c, gint64 now_ms)
+{
+  return c->limits.max_age_ms > 0 ? now_ms - c->limits.max_age_ms : G_MININT64;
+}
+
+/* db_lock held.  S, in memory, has new options: a max_age starts the
+ * dispatcher's sweeps (an empty event wakes it). */
+static void
+store_note_config (EmbeddedBackend *b, Store *s)
+{
+  if (s->config.limits.max_age_ms <= 0 || !g_atomic_int_compare_and_exchange (&b->sweep, 0, 1))
+    return;
+  g_async_queue_push (b->events, event_wake_new ());
+}
 
 static void
 entry_free (gpointer data)
@@ -535,6 +636,7 @@ store_new (EmbeddedBackend *b, const char *scope, const char *name, gboolean eph
   s->name = g_strdup (name);
   s->exists = TRUE;
   s->handles = g_ptr_array_new ();
+  s->config = default_config;
   store_set_kind (s, ephemeral, pinned);
   g_hash_table_insert (b->stores, g_bytes_ref (s->id_key), s);
   return s;
@@ -559,6 +661,7 @@ store_materialise (EmbeddedBackend *b, Store *s, gboolean ephemeral, gboolean pi
     return FALSE;
   store_set_kind (s, ephemeral, pinned);
   s->exists = TRUE;
+  s->config = default_config;  /* a new store: the removed one's options went with it */
   return TRUE;
 }
 
@@ -569,6 +672,7 @@ typedef struct {
   gboolean ephemeral;
   gint64 id;
   guint64 revision;
+  Config config;
 } Found;
 
 static gboolean
@@ -578,15 +682,18 @@ store_find (EmbeddedBackend *b, const char *scope, const char *name, Found *f, G
   g_autoptr(sqlite3_stmt) st = NULL;
   Store *s = g_hash_table_lookup (b->stores, key);
 
-  *f = (Found) { s, s && s->exists, s && s->ephemeral, s ? s->id : 0, s ? s->revision : 0 };
+  *f = (Found) { s, s && s->exists, s && s->ephemeral, s ? s->id : 0, s ? s->revision : 0,
+                 s ? s->config : default_config };
   if (s != NULL)
     return TRUE;
-  st = db_query (b, error, "SELECT id, revision FROM stores WHERE scope = ?1 AND name = ?2",
-                 "ss", scope, name);
+  st = db_query (b, error, "SELECT id, revision, merge, max_value_size, max_age_ms, max_bytes,"
+                 " max_keys FROM stores WHERE scope = ?1 AND name = ?2", "ss", scope, name);
   if (st == NULL || !db_step (b, st, &f->exists, error))
     return FALSE;
   f->id = f->exists ? sqlite3_column_int64 (st, 0) : 0;
   f->revision = f->exists ? (guint64) sqlite3_column_int64 (st, 1) : 0;
+  if (f->exists)
+    column_config (st, 2, &f->config);
   return TRUE;
 }
 
@@ -603,14 +710,18 @@ store_find_existing (EmbeddedBackend *b, const char *scope, const char *name, Fo
   if (!f->exists)
     return fail (error, CONAT_ERROR_NOT_FOUND, "no store %s/%s", scope, name);
   *info = (ConatStoreInfo) { f->ephemeral, 0, 0 };
+  memcpy (info->merge, f->config.merge, sizeof info->merge);
+  info->limits = f->config.limits;
   if (f->ephemeral)
     {
       info->keys = g_hash_table_size (f->store->entries);
       info->bytes = f->store->bytes;
       return TRUE;
     }
+  /* Values past max_age count no more, swept or not. */
   st = db_query (b, error, "SELECT count(*), coalesce(sum(length(value)), 0) FROM kv"
-                           " WHERE store_id = ?1", "i", f->id);
+                           " WHERE store_id = ?1 AND time_ms > ?2", "ii", f->id,
+                 expiry_cutoff (&f->config, g_get_real_time () / 1000));
   if (st == NULL || !db_step (b, st, &row, error))
     return FALSE;
   info->keys = (guint64) sqlite3_column_int64 (st, 0);
@@ -636,6 +747,8 @@ store_get (EmbeddedBackend *b, const char *scope, const char *name, gboolean eph
   s = store_new (b, scope, name, !f.exists && ephemeral, FALSE);
   s->id = f.exists ? f.id : id;
   s->revision = f.revision;
+  s->config = f.config;
+  store_note_config (b, s);
   return s;
 }
 
@@ -866,7 +979,8 @@ embedded_set_store_ephemeral (ConatBackend *backend, const char *scope, const ch
     return fail (error, CONAT_ERROR_BUSY, "store %s/%s holds keys", scope, name);
   if (!ephemeral)
     {
-      if (!db_insert_store (b, scope, name, f.store->revision, &f.store->id, error))
+      if (!db_insert_store (b, scope, name, f.store->revision, &f.store->id, error)
+          || !db_save_config (b, f.store->id, &f.config, error))
         return FALSE;
       store_set_kind (f.store, FALSE, FALSE);
       store_forget_if_unused (b, f.store);
@@ -879,6 +993,37 @@ embedded_set_store_ephemeral (ConatBackend *backend, const char *scope, const ch
   store_set_kind (f.store, TRUE, TRUE);
   f.store->id = 0;
   f.store->revision = f.revision;
+  f.store->config = f.config;  /* the options keep over a change of kind */
+  store_note_config (b, f.store);
+  return TRUE;
+}
+
+static gboolean
+embedded_set_store_config (ConatBackend *backend, const char *scope, const char *name,
+                           const char *merge, const ConatStoreLimits *limits, GError **error)
+{
+  EmbeddedBackend *b = (EmbeddedBackend *) backend;
+  g_autoptr(GMutexLocker) locker = g_mutex_locker_new (&b->db_lock);
+  ConatStoreInfo info;
+  Config config;
+  Found f;
+
+  if (merge != NULL && strlen (merge) >= sizeof config.merge)
+    return fail (error, CONAT_ERROR_INVALID_ARGUMENT, "unknown merge strategy '%s'", merge);
+  if (!store_find_existing (b, scope, name, &f, &info, error))
+    return FALSE;
+  config = f.config;
+  if (merge != NULL)
+    strcpy (config.merge, merge);
+  if (limits != NULL)
+    config.limits = *limits;
+  if (!f.ephemeral && !db_save_config (b, f.id, &config, error))
+    return FALSE;
+  if (f.store != NULL)
+    {
+      f.store->config = config;
+      store_note_config (b, f.store);
+    }
   return TRUE;
 }
 
@@ -893,6 +1038,25 @@ handle_finalize (Receiver *r)
   g_free (h);
 }
 
+static gboolean put_batch (EmbeddedBackend *b, Store *s, ConatPut *puts, guint n,
+                           GArray *changes, GError **error);
+
+/* db_lock held.  Deletes the values of S past its max_age and tells the handles. */
+static gboolean
+store_expire (EmbeddedBackend *b, Store *s, GError **error)
+{
+  g_autoptr(GArray) changes = NULL;
+
+  if (s->config.limits.max_age_ms <= 0)
+    return TRUE;
+  changes = changes_new ();
+  if (!put_batch (b, s, NULL, 0, changes, error))
+    return FALSE;
+  if (changes->len > 0 && s->handles->len > 0)
+    event_push (b, s->handles, g_steal_pointer (&changes), NULL);
+  return TRUE;
+}
+
 /* db_lock held.  Registers a new handle on (SCOPE, NAME) and takes its snapshot. */
 static ConatBackendStore *
 handle_new (EmbeddedBackend *b, const char *scope, const char *name, gboolean ephemeral,
@@ -903,7 +1067,7 @@ handle_new (EmbeddedBackend *b, const char *scope, const char *name, gboolean ep
 
   if (s == NULL)
     return NULL;
-  if (!store_snapshot (b, s, snapshot, error))
+  if (!store_expire (b, s, error) || !store_snapshot (b, s, snapshot, error))
     {
       store_forget_if_unused (b, s);
       return NULL;
@@ -969,27 +1133,81 @@ embedded_store_close (ConatBackendStore *h)
 static gsize
 embedded_max_value_size (ConatBackendStore *h)
 {
-  return MAX_VALUE_SIZE;
+  EmbeddedBackend *b = h->store->backend;
+  gint64 limit;
+
+  g_mutex_lock (&b->db_lock);
+  limit = h->store->config.limits.max_value_size;
+  g_mutex_unlock (&b->db_lock);
+  return limit > 0 && limit < MAX_VALUE_SIZE ? (gsize) limit : MAX_VALUE_SIZE;
 }
 
 /* ------------------------------------------------------------------ writes */
 
+/* The revision (0: absent) and value size of KEY. */
 static int
-key_revision (EmbeddedBackend *b, Store *s, const char *key, guint64 *revision)
+key_lookup (EmbeddedBackend *b, Store *s, const char *key, guint64 *revision, gint64 *size)
 {
   sqlite3_stmt *st = b->stmts[ST_KV_REVISION];
   Entry *e = s->ephemeral ? g_hash_table_lookup (s->entries, key) : NULL;
   int rc;
 
   *revision = e != NULL ? e->revision : 0;
+  *size = e != NULL ? (gint64) g_bytes_get_size (e->value) : 0;
   if (s->ephemeral)
     return SQLITE_OK;
   sqlite3_bind_int64 (st, 1, s->id);
   bind_name (st, 2, key);
   rc = sqlite3_step (st);
   *revision = rc == SQLITE_ROW ? (guint64) sqlite3_column_int64 (st, 0) : 0;
+  *size = rc == SQLITE_ROW ? sqlite3_column_int64 (st, 1) : 0;
   sqlite3_reset (st);
   return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* What a batch knows of its store's keys and value bytes: read once, when a
+ * limit first needs it, then kept up to date by the batch. */
+typedef struct {
+  gboolean known;
+  gint64 keys;
+  gint64 bytes;
+} Usage;
+
+static int
+usage_read (EmbeddedBackend *b, Store *s, Usage *u)
+{
+  g_autoptr(sqlite3_stmt) st = NULL;
+  int rc;
+
+  u->known = TRUE;
+  u->keys = s->ephemeral ? g_hash_table_size (s->entries) : 0;
+  u->bytes = s->ephemeral ? (gint64) s->bytes : 0;
+  if (s->ephemeral)
+    return SQLITE_OK;
+  rc = sqlite3_prepare_v2 (b->db, "SELECT count(*), coalesce(sum(length(value)), 0) FROM kv"
+                           " WHERE store_id = ?1", -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    return rc;
+  sqlite3_bind_int64 (st, 1, s->id);
+  if ((rc = sqlite3_step (st)) != SQLITE_ROW)
+    return rc;
+  u->keys = sqlite3_column_int64 (st, 0);
+  u->bytes = sqlite3_column_int64 (st, 1);
+  return SQLITE_OK;
+}
+
+/* Refuses a write of SIZE bytes to a key that EXISTS with OLD bytes, if it
+ * takes a key or bytes the store's limits do not have. */
+static void
+limits_check (const ConatStoreLimits *lim, const Usage *u, gboolean exists, gint64 old,
+              gsize size, GError **error)
+{
+  if (!exists && lim->max_keys > 0 && u->keys >= lim->max_keys)
+    fail (error, CONAT_ERROR_NO_SPACE, "the store holds %" G_GINT64_FORMAT
+          " keys, its limit", u->keys);
+  else if (lim->max_bytes > 0 && (gint64) size > old && u->bytes - old + (gint64) size > lim->max_bytes)
+    fail (error, CONAT_ERROR_NO_SPACE, "%" G_GSIZE_FORMAT " bytes more would take the store"
+          " over its limit of %" G_GINT64_FORMAT " bytes", size - old, lim->max_bytes);
 }
 
 /* Writes P to the memory of an ephemeral store.  FALSE: deleted a missing key. */
@@ -1043,27 +1261,85 @@ key_write (EmbeddedBackend *b, Store *s, const ConatPut *p, guint64 revision, gi
  * error in P) or the SQLite failure that aborts the batch. */
 static int
 put_apply (EmbeddedBackend *b, Store *s, ConatPut *p, guint64 *revision, gint64 time_ms,
-           GArray *changes)
+           Usage *usage, GArray *changes)
 {
+  const ConatStoreLimits *lim = &s->config.limits;
+  gsize size = p->value != NULL ? g_bytes_get_size (p->value) : 0;
+  gboolean counted = lim->max_keys > 0 || lim->max_bytes > 0;
   guint64 current = 0;
+  gint64 old = 0;
   gboolean applied;
   int rc = SQLITE_OK;
 
-  if (p->value != NULL && g_bytes_get_size (p->value) > MAX_VALUE_SIZE)
+  if (p->value != NULL && size > MAX_VALUE_SIZE)
     fail (&p->error, CONAT_ERROR_TOO_BIG, "value of %" G_GSIZE_FORMAT
-          " bytes is over the limit of %d bytes", g_bytes_get_size (p->value), MAX_VALUE_SIZE);
-  else if (p->cas && (rc = key_revision (b, s, p->key, &current)) != SQLITE_OK)
+          " bytes is over the limit of %d bytes", size, MAX_VALUE_SIZE);
+  else if (p->value != NULL && lim->max_value_size > 0 && (gint64) size > lim->max_value_size)
+    fail (&p->error, CONAT_ERROR_TOO_BIG, "value of %" G_GSIZE_FORMAT " bytes is over the"
+          " store's limit of %" G_GINT64_FORMAT " bytes", size, lim->max_value_size);
+  else if ((p->cas || counted) && (rc = key_lookup (b, s, p->key, &current, &old)) != SQLITE_OK)
     return rc;
   else if (p->cas && current != p->expected_revision)
     fail (&p->error, CONAT_ERROR_WRONG_REVISION, "wrong last sequence");
+  else if (counted && p->value != NULL && !usage->known && (rc = usage_read (b, s, usage)) != SQLITE_OK)
+    return rc;
+  else if (counted && p->value != NULL)
+    limits_check (lim, usage, current != 0, old, size, &p->error);
   if (p->error != NULL)
     return SQLITE_OK;
   if ((rc = key_write (b, s, p, *revision + 1, time_ms, &applied)) != SQLITE_OK || !applied)
     return rc;
+  if (usage->known)
+    {
+      usage->keys += (p->value != NULL) - (current != 0);
+      usage->bytes += (gint64) size - old;
+    }
   p->revision = ++*revision;
   p->time_ms = time_ms;
   changes_add (changes, p->key, p->value, p->revision, time_ms, p->writer_id, p->gen);
   return SQLITE_OK;
+}
+
+/* Deletes the values of S past its max_age, each at a new revision. */
+static int
+expire_apply (EmbeddedBackend *b, Store *s, guint64 *revision, gint64 time_ms, GArray *changes)
+{
+  gint64 cutoff = expiry_cutoff (&s->config, time_ms);
+  g_autoptr(GPtrArray) keys = NULL;
+  g_autoptr(sqlite3_stmt) st = NULL;
+  GHashTableIter iter;
+  gpointer key, value;
+  int rc = SQLITE_OK;
+
+  if (cutoff == G_MININT64)
+    return SQLITE_OK;
+  keys = g_ptr_array_new_with_free_func (g_free);
+  if (s->ephemeral)
+    {
+      g_hash_table_iter_init (&iter, s->entries);
+      while (g_hash_table_iter_next (&iter, &key, &value))
+        if (((Entry *) value)->time_ms <= cutoff)
+          g_ptr_array_add (keys, g_strdup (key));
+    }
+  else if ((rc = sqlite3_prepare_v2 (b->db, "SELECT key FROM kv WHERE store_id = ?1"
+                                     " AND time_ms <= ?2 ORDER BY revision", -1, &st,
+                                     NULL)) == SQLITE_OK)
+    {
+      sqlite3_bind_int64 (st, 1, s->id);
+      sqlite3_bind_int64 (st, 2, cutoff);
+      while ((rc = sqlite3_step (st)) == SQLITE_ROW)
+        g_ptr_array_add (keys, column_name (st, 0));
+      rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+  for (guint i = 0; i < keys->len && rc == SQLITE_OK; i++)
+    {
+      ConatPut del = { .key = keys->pdata[i] };
+      gboolean applied;
+
+      if ((rc = key_write (b, s, &del, *revision + 1, time_ms, &applied)) == SQLITE_OK && applied)
+        changes_add (changes, del.key, NULL, ++*revision, time_ms, 0, 0);
+    }
+  return rc;
 }
 
 static void
@@ -1108,10 +1384,13 @@ put_batch (EmbeddedBackend *b, Store *s, ConatPut *puts, guint n, GArray *change
   sqlite3_stmt *st = b->stmts[ST_STORE_REVISION];
   gint64 time_ms = g_get_real_time () / 1000;
   guint64 revision = s->revision;
+  Usage usage = { FALSE, 0, 0 };
   int rc = s->ephemeral ? SQLITE_OK : sqlite3_exec (b->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 
+  if (rc == SQLITE_OK)
+    rc = expire_apply (b, s, &revision, time_ms, changes);
   for (guint i = 0; i < n && rc == SQLITE_OK; i++)
-    rc = put_apply (b, s, &puts[i], &revision, time_ms, changes);
+    rc = put_apply (b, s, &puts[i], &revision, time_ms, &usage, changes);
   if (rc == SQLITE_OK && !s->ephemeral && revision != s->revision)
     {
       sqlite3_bind_int64 (st, 1, (sqlite3_int64) revision);
@@ -1145,6 +1424,36 @@ embedded_put_many (ConatBackendStore *h, ConatPut *puts, guint n, GError **error
   if (changes->len > 0)
     event_push (b, s->handles, g_steal_pointer (&changes), NULL);
   return TRUE;
+}
+
+/* The dispatcher, every SWEEP_US while a store in memory has a max_age:
+ * deletes what is past it and tells the handles. */
+static void
+backend_sweep (EmbeddedBackend *b)
+{
+  g_autoptr(GMutexLocker) locker = g_mutex_locker_new (&b->db_lock);
+  gboolean any = FALSE;
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init (&iter, b->stores);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      Store *s = value;
+      g_autoptr(GArray) changes = NULL;
+      g_autoptr(GError) error = NULL;
+
+      if (!s->exists || s->config.limits.max_age_ms <= 0)
+        continue;
+      any = TRUE;
+      changes = changes_new ();
+      if (!put_batch (b, s, NULL, 0, changes, &error))
+        g_warning ("removing old values of %s/%s: %s", s->scope, s->name, error->message);
+      else if (changes->len > 0)
+        event_push (b, s->handles, g_steal_pointer (&changes), NULL);
+    }
+  if (!any)
+    g_atomic_int_set (&b->sweep, 0);
 }
 
 /* ------------------------------------------------------------------ PubSub */
@@ -1396,6 +1705,7 @@ static const ConatBackendClass embedded_class = {
   .remove_store = embedded_remove_store,
   .store_info = embedded_store_info,
   .set_store_ephemeral = embedded_set_store_ephemeral,
+  .set_store_config = embedded_set_store_config,
   .store_open = embedded_store_open,
   .store_close = embedded_store_close,
   .put_many = embedded_put_many,

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <glib/gstdio.h>
+#include <sqlite3.h>
 
 #include "backend.h"
 
@@ -853,6 +854,185 @@ test_ephemeral (void)
   assert_no_store (fx, "s", "x");
 }
 
+/* ----------------------------------------------------------------- options */
+
+static void
+set_config (Fixture *fx, const char *scope, const char *name, const char *merge,
+            gint64 max_value_size, gint64 max_age_ms, gint64 max_bytes, gint64 max_keys)
+{
+  g_autoptr(GError) error = NULL;
+  ConatStoreLimits limits = { max_value_size, max_age_ms, max_bytes, max_keys };
+
+  g_assert_true (fx->b->klass->set_store_config (fx->b, scope, name, merge, &limits, &error));
+  g_assert_no_error (error);
+}
+
+/* Options are kept with the store: over a reopen, over a change of kind,
+ * and back to the defaults for a store removed and made again. */
+static void
+test_options_kept (void)
+{
+  g_autoptr(Fixture) fx = fixture_new ();
+  g_autoptr(GError) error = NULL;
+  ConatStoreInfo info;
+
+  g_assert_true (fx->b->klass->create_store (fx->b, "s", "p", FALSE, NULL));
+  info = info_of (fx, "s", "p");
+  g_assert_cmpstr (info.merge, ==, "lww");
+  g_assert_cmpint (info.limits.max_keys, ==, 0);
+  set_config (fx, "s", "p", "lines", 10, 20, 30, 40);
+  g_assert_true (fx->b->klass->set_store_config (fx->b, "s", "p", "json", NULL, NULL));
+  fixture_reopen (fx);
+  info = info_of (fx, "s", "p");
+  g_assert_cmpstr (info.merge, ==, "json");
+  g_assert_cmpint (info.limits.max_value_size, ==, 10);
+  g_assert_cmpint (info.limits.max_age_ms, ==, 20);
+  g_assert_cmpint (info.limits.max_bytes, ==, 30);
+  g_assert_cmpint (info.limits.max_keys, ==, 40);
+
+  g_assert_true (fx->b->klass->set_store_ephemeral (fx->b, "s", "p", TRUE, NULL));
+  g_assert_cmpstr (info_of (fx, "s", "p").merge, ==, "json");
+  g_assert_cmpint (info_of (fx, "s", "p").limits.max_keys, ==, 40);
+  g_assert_true (fx->b->klass->set_store_ephemeral (fx->b, "s", "p", FALSE, NULL));
+  fixture_reopen (fx);
+  g_assert_cmpstr (info_of (fx, "s", "p").merge, ==, "json");
+  g_assert_cmpint (info_of (fx, "s", "p").limits.max_bytes, ==, 30);
+
+  g_assert_true (fx->b->klass->remove_store (fx->b, "s", "p", NULL));
+  g_assert_false (fx->b->klass->set_store_config (fx->b, "s", "p", "lines", NULL, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND);
+  g_assert_true (fx->b->klass->create_store (fx->b, "s", "p", FALSE, NULL));
+  g_assert_cmpstr (info_of (fx, "s", "p").merge, ==, "lww");
+  g_assert_cmpint (info_of (fx, "s", "p").limits.max_value_size, ==, 0);
+}
+
+/* A database of schema version 1 gains the option columns. */
+static void
+test_options_migration (void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp ("test-embedded-XXXXXX", &error);
+  g_autofree char *path = g_build_filename (dir, "conat.db", NULL);
+  sqlite3 *db = NULL;
+  ConatBackend *b;
+  ConatStoreInfo info;
+
+  g_assert_no_error (error);
+  g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db,
+    "CREATE TABLE scopes (name BLOB PRIMARY KEY) WITHOUT ROWID;"
+    "CREATE TABLE stores (id INTEGER PRIMARY KEY, scope BLOB NOT NULL, name BLOB NOT NULL,"
+    " revision INTEGER NOT NULL DEFAULT 0, UNIQUE (scope, name));"
+    "CREATE TABLE kv (store_id INTEGER NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,"
+    " revision INTEGER NOT NULL, time_ms INTEGER NOT NULL, PRIMARY KEY (store_id, key))"
+    " WITHOUT ROWID;"
+    "INSERT INTO scopes VALUES (CAST('s' AS BLOB));"
+    "INSERT INTO stores (id, scope, name, revision) VALUES (1, CAST('s' AS BLOB),"
+    " CAST('old' AS BLOB), 1);"
+    "INSERT INTO kv VALUES (1, CAST('k' AS BLOB), CAST('v' AS BLOB), 1, 1);"
+    "PRAGMA user_version = 1;", NULL, NULL, NULL), ==, SQLITE_OK);
+  sqlite3_close (db);
+  b = backend_open (dir);
+  g_assert_true (b->klass->store_info (b, "s", "old", &info, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (info.keys, ==, 1);
+  g_assert_cmpstr (info.merge, ==, "lww");
+  g_assert_true (b->klass->set_store_config (b, "s", "old", "lines", NULL, &error));
+  g_assert_no_error (error);
+  b->klass->free (b);
+  b = backend_open (dir);
+  g_assert_true (b->klass->store_info (b, "s", "old", &info, NULL));
+  g_assert_cmpstr (info.merge, ==, "lines");
+  b->klass->free (b);
+  rm_rf (dir);
+}
+
+/* Each limit refuses the write over it, with the error the API names; the
+ * value and key counts stay as they were. */
+static void
+check_limits (gboolean ephemeral)
+{
+  g_autoptr(Fixture) fx = fixture_new ();
+  g_autoptr(Recorder) rec = recorder_new (fx->b);
+  g_autoptr(GError) error = NULL;
+  ConatBackendStore *h = open_store (fx, "s", "lim", ephemeral, rec, NULL);
+  ConatStoreInfo info;
+
+  set_config (fx, "s", "lim", NULL, 4, 0, 0, 0);
+  g_assert_cmpuint (fx->b->klass->max_value_size (h), ==, 4);
+  g_assert_cmpuint (put (fx->b, h, "a", "1234"), ==, 1);
+  g_assert_cmpuint (put_gen (fx->b, h, "a", "12345", 0, FALSE, 2, &error), ==, 0);
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_TOO_BIG);
+  g_clear_error (&error);
+
+  set_config (fx, "s", "lim", NULL, 0, 0, 0, 2);
+  g_assert_cmpuint (fx->b->klass->max_value_size (h), >, 1000);
+  g_assert_cmpuint (put (fx->b, h, "b", "12345"), ==, 2);
+  g_assert_cmpuint (put_gen (fx->b, h, "c", "1", 0, FALSE, 3, &error), ==, 0);
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NO_SPACE);
+  g_clear_error (&error);
+  g_assert_cmpuint (put (fx->b, h, "a", "changed"), ==, 3);  /* an existing key is fine */
+  g_assert_cmpuint (put (fx->b, h, "a", NULL), ==, 4);
+  g_assert_cmpuint (put (fx->b, h, "c", "1"), ==, 5);        /* room again */
+
+  set_config (fx, "s", "lim", NULL, 0, 0, 10, 0);            /* holds 5 + 1 bytes */
+  g_assert_cmpuint (put (fx->b, h, "d", "1234"), ==, 6);     /* exactly 10 */
+  g_assert_cmpuint (put_gen (fx->b, h, "d", "12345", 0, FALSE, 4, &error), ==, 0);
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NO_SPACE);
+  g_clear_error (&error);
+  g_assert_cmpuint (put (fx->b, h, "b", "1"), ==, 7);        /* shrinking is fine */
+  g_assert_cmpuint (put (fx->b, h, "d", "12345"), ==, 8);
+  info = info_of (fx, "s", "lim");
+  g_assert_cmpuint (info.keys, ==, 3);
+  g_assert_cmpuint (info.bytes, ==, 7);
+  g_assert_cmpint (info.limits.max_bytes, ==, 10);
+  g_assert_cmpuint (wait_count (rec, FALSE, 8), ==, 8);
+  fx->b->klass->store_close (h);
+}
+
+static void
+test_options_limits (void)
+{
+  check_limits (FALSE);
+}
+
+static void
+test_options_limits_ephemeral (void)
+{
+  check_limits (TRUE);
+}
+
+/* Values past max_age go: by the dispatcher's sweep (the handle sees the
+ * delete), and when a store is opened again. */
+static void
+test_options_max_age (void)
+{
+  g_autoptr(Fixture) fx = fixture_new ();
+  g_autoptr(Recorder) rec = recorder_new (fx->b);
+  g_autoptr(Recorder) rec2 = recorder_new (fx->b);
+  ConatBackendStore *h = open_store (fx, "s", "age", FALSE, rec, NULL);
+  const ConatChange *c;
+
+  put (fx->b, h, "old", "1");
+  g_assert_cmpuint (wait_count (rec, FALSE, 1), ==, 1);
+  set_config (fx, "s", "age", NULL, 0, 300, 0, 0);
+  g_assert_cmpuint (wait_count (rec, FALSE, 2), ==, 2);
+  c = change_at (rec->changes, 1);
+  g_assert_cmpstr (c->key, ==, "old");
+  g_assert_null (c->value);
+  g_assert_cmpuint (c->revision, ==, 2);
+  g_assert_cmpuint (info_of (fx, "s", "age").keys, ==, 0);
+
+  put (fx->b, h, "new", "2");
+  fx->b->klass->store_close (h);
+  fixture_reopen (fx);
+  g_usleep (400 * 1000);  /* the value must grow old: nothing to poll */
+  h = open_store (fx, "s", "age", FALSE, rec2, NULL);
+  g_assert_cmpuint (rec2->loads->len, ==, 0);
+  g_assert_cmpuint (info_of (fx, "s", "age").keys, ==, 0);
+  fx->b->klass->store_close (h);
+}
+
 /* ------------------------------------------------------------------ PubSub */
 
 static void
@@ -962,6 +1142,11 @@ main (int argc, char **argv)
   g_test_add_func ("/embedded/persistence/reopen", test_persistence);
   g_test_add_func ("/embedded/persistence/kill", test_persistence_kill);
   g_test_add_func ("/embedded/ephemeral", test_ephemeral);
+  g_test_add_func ("/embedded/options/kept", test_options_kept);
+  g_test_add_func ("/embedded/options/migration", test_options_migration);
+  g_test_add_func ("/embedded/options/limits", test_options_limits);
+  g_test_add_func ("/embedded/options/limits-ephemeral", test_options_limits_ephemeral);
+  g_test_add_func ("/embedded/options/max-age", test_options_max_age);
   g_test_add_func ("/embedded/pubsub", test_pubsub);
   g_test_add_func ("/embedded/throughput", test_throughput);
   ret = g_test_run ();
