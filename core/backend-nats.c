@@ -719,6 +719,7 @@ static const ConatBackendClass nats_class = {
   .remove_store = nats_remove_store,
   .store_info = nats_store_info,
   .set_store_ephemeral = nats_set_store_ephemeral,
+  .set_store_config = nats_set_store_config,
   .store_open = nats_store_open,
   .store_close = nats_store_close,
   .put_many = nats_put_many,

@@ -545,6 +545,7 @@ nats_store_info (ConatBackend *backend, const char *scope, const char *name,
   if (bucket == NULL || !nats_stream_info (be, bucket, &si, error))
     return FALSE;
   info->ephemeral = si->Config->Storage == js_MemoryStorage;
+  nats_config_read (si->Config, info);
   jsStreamInfo_Destroy (si);
   if (!bucket_count (be, bucket, &count, error))
     return FALSE;
@@ -564,6 +565,7 @@ nats_set_store_ephemeral (ConatBackend *backend, const char *scope, const char *
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   gboolean is_ephemeral;
+  ConatStoreInfo options = { 0 };
   guint64 last;
   natsStatus s;
 
@@ -571,7 +573,8 @@ nats_set_store_ephemeral (ConatBackend *backend, const char *scope, const char *
     return FALSE;
   is_ephemeral = si->Config->Storage == js_MemoryStorage;
   last = si->State.LastSeq;
-  jsStreamInfo_Destroy (si);
+  nats_config_read (si->Config, &options);
+  g_clear_pointer (&si, jsStreamInfo_Destroy);
   if (is_ephemeral == !!ephemeral)
     return TRUE;
   if (!bucket_count (be, bucket, &count, error))
@@ -591,6 +594,17 @@ nats_set_store_ephemeral (ConatBackend *backend, const char *scope, const char *
   if (!nats_bucket_create (be, bucket, ephemeral, error))
     return FALSE;
   nats_bucket_skip_to (be, bucket, last + 2);
+  /* The options keep over a change of kind. */
+  if (nats_stream_info (be, bucket, &si, error))
+    {
+      gboolean ok = nats_bucket_configure (be, bucket, si, options.merge, &options.limits, error);
+
+      jsStreamInfo_Destroy (si);
+      if (!ok)
+        return FALSE;
+    }
+  else
+    return FALSE;
   nats_stores_bucket_changed (be, bucket);
   return TRUE;
 }

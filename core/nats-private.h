@@ -11,6 +11,7 @@ G_BEGIN_DECLS
 #define NATS_API_WAIT_MS 5000                     /* JetStream API requests */
 #define NATS_LOAD_TIMEOUT_US (30 * G_USEC_PER_SEC) /* replay of a bucket */
 #define NATS_WRITER_HEADER "Conat-Writer"          /* "<writer_id hex>.<gen hex>" */
+#define NATS_HEADER_RESERVE 512                    /* room for our headers; they take ~200 bytes */
 
 typedef struct _NatsBackend NatsBackend;
 typedef struct _Dispatch Dispatch;
@@ -95,6 +96,7 @@ struct _ConatBackendStore {
   GHashTable *load;        /* key -> Change*, while loading */
   GHashTable *keys;        /* ephemeral stores: key -> gint64* stored_ns, keys with a value */
   gboolean resetting;      /* writes wait while the bucket is re-created */
+  gint64 max_value;        /* the bucket's value limit (nats-config.c), 0: none */
 
   /* guarded by be->mu */
   gboolean check_wanted;
@@ -147,8 +149,18 @@ ConatBackendStore *nats_store_open (ConatBackend *backend, const char *scope, co
 void nats_store_close (ConatBackendStore *store);
 void nats_store_request_check (ConatBackendStore *store);
 void nats_stores_bucket_changed (NatsBackend *be, const char *bucket);
+void nats_stores_note_config (NatsBackend *be, const char *bucket, jsStreamInfo *si);
 void nats_stores_bucket_changed_remotely (NatsBackend *be, const char *bucket);
 gpointer nats_maint_thread (gpointer data);
+
+/* nats-config.c */
+void nats_config_read (const jsStreamConfig *cfg, ConatStoreInfo *info);
+gboolean nats_bucket_configure (NatsBackend *be, const char *bucket, jsStreamInfo *si,
+                                const char *merge, const ConatStoreLimits *limits,
+                                GError **error);
+gboolean nats_set_store_config (ConatBackend *backend, const char *scope, const char *name,
+                                const char *merge, const ConatStoreLimits *limits,
+                                GError **error);
 
 /* nats-put.c */
 gboolean nats_put_many (ConatBackendStore *store, ConatPut *puts, guint n, GError **error);

@@ -17,14 +17,19 @@
 #include <string.h>
 
 #define PUT_IDLE_TIMEOUT_US (5 * G_USEC_PER_SEC)
-#define HEADER_RESERVE 512   /* our headers take about 200 bytes */
-
+/* The server's payload limit, and the bucket's own if it has one. */
 gsize
 nats_max_value_size (ConatBackendStore *st)
 {
-  int64_t max = natsConnection_GetMaxPayload (st->d.be->nc);
+  int64_t max = natsConnection_GetMaxPayload (st->d.be->nc) - NATS_HEADER_RESERVE;
+  gint64 bucket;
 
-  return max > HEADER_RESERVE ? (gsize) (max - HEADER_RESERVE) : 0;
+  g_mutex_lock (&st->d.mu);
+  bucket = st->max_value;
+  g_mutex_unlock (&st->d.mu);
+  if (bucket > 0 && bucket < max)
+    max = bucket;
+  return max > 0 ? (gsize) max : 0;
 }
 
 /* ------------------------------------------------------------------ acks */
@@ -328,7 +333,7 @@ batch_send (ConatBackendStore *st, Batch *b, guint i, guint64 expected, gsize ma
   if (p->value && g_bytes_get_size (p->value) > max_value)
     {
       p->error = g_error_new (CONAT_ERROR, CONAT_ERROR_TOO_BIG,
-                              "value of %zu bytes is over the NATS limit of %zu",
+                              "value of %zu bytes is over the store's limit of %zu",
                               g_bytes_get_size (p->value), max_value);
       b->state[i] = ITEM_DONE;
       return NATS_OK;

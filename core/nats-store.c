@@ -283,6 +283,16 @@ store_shutdown (ConatBackendStore *st)
 
 /* --------------------------------------------------------- open, close */
 
+/* With d.mu held (or before the handle is shared): the bucket's options. */
+static void
+store_note_config_locked (ConatBackendStore *st, jsStreamInfo *si)
+{
+  ConatStoreInfo info = { 0 };
+
+  nats_config_read (si->Config, &info);
+  st->max_value = info.limits.max_value_size;
+}
+
 static ConatBackendStore *
 store_new (NatsBackend *be, const char *bucket, ConatChangeCallback on_change,
            gpointer user_data, jsStreamInfo *si)
@@ -299,6 +309,7 @@ store_new (NatsBackend *be, const char *bucket, ConatChangeCallback on_change,
   st->user_data = user_data;
   st->ephemeral = si->Config->Storage == js_MemoryStorage;
   st->created = si->Created;
+  store_note_config_locked (st, si);
   if (st->ephemeral)
     st->keys = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   st->last_seq = si->State.LastSeq;
@@ -468,6 +479,25 @@ nats_stores_bucket_changed_remotely (NatsBackend *be, const char *bucket)
   g_mutex_unlock (&be->mu);
 }
 
+/* The handles of BUCKET learn its new options at once (other clients' at
+ * their next check). */
+void
+nats_stores_note_config (NatsBackend *be, const char *bucket, jsStreamInfo *si)
+{
+  g_mutex_lock (&be->mu);
+  for (GList *l = be->stores; l; l = l->next)
+    {
+      ConatBackendStore *st = l->data;
+
+      if (strcmp (st->bucket, bucket) != 0)
+        continue;
+      g_mutex_lock (&st->d.mu);
+      store_note_config_locked (st, si);
+      g_mutex_unlock (&st->d.mu);
+    }
+  g_mutex_unlock (&be->mu);
+}
+
 /* With d.mu held: reports every key the handle had that was stored before
  * BEFORE_NS as deleted, each at its own revision from last_seq + 1 on (or
  * all at last_seq unless BUMP). */
@@ -519,6 +549,7 @@ store_adopt_locked (ConatBackendStore *st, jsStreamInfo *si)
   st->created = si->Created;
   st->gone = FALSE;
   st->ephemeral = si->Config->Storage == js_MemoryStorage;
+  store_note_config_locked (st, si);
   if (st->ephemeral && st->keys == NULL)
     st->keys = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   else if (!st->ephemeral)
@@ -653,8 +684,14 @@ store_check (ConatBackendStore *st, CheckKind kind)
     }
   else if (si->Created != created)
     ok = store_reset (st, si);
-  else if (gone || kind != CHECK_PERIODIC)
-    ok = store_check_consumer (st);  /* it was not gone after all */
+  else
+    {
+      g_mutex_lock (&st->d.mu);
+      store_note_config_locked (st, si);
+      g_mutex_unlock (&st->d.mu);
+      if (gone || kind != CHECK_PERIODIC)
+        ok = store_check_consumer (st);  /* it was not gone after all */
+    }
   jsStreamInfo_Destroy (si);
   g_mutex_unlock (&st->sub_mu);
   return ok;

@@ -890,6 +890,79 @@ test_limits (Fixture *fx, gconstpointer data)
   backend_free (a);
 }
 
+/* A put refused with CODE. */
+static void
+put_refused (ConatBackend *be, ConatBackendStore *st, const char *key, GBytes *value,
+             guint64 gen, gint code)
+{
+  g_autoptr (GError) error = NULL;
+  ConatPut p;
+
+  put_init (&p, key, value, 1, gen);
+  g_assert_true (be->klass->put_many (st, &p, 1, &error));
+  g_assert_no_error (error);
+  g_assert_error (p.error, CONAT_ERROR, code);
+  g_assert_cmpuint (p.revision, ==, 0);
+  puts_clear (&p, 1);
+}
+
+/* Merge and limits live in the bucket's config: another client sees them,
+ * and the server refuses over-limit writes. */
+static void
+test_options (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = bytes ("v");
+  g_autoptr (GBytes) big = bytes ("0123456789abcdef");
+  ConatStoreLimits limits = { 10, 0, 0, 2 };
+  ConatStoreInfo info;
+  ConatBackendStore *st;
+  Recorder r;
+
+  recorder_init (&r);
+  st = store_open (a, "p", "opts", FALSE, &r, NULL);
+  g_assert_true (b->klass->store_info (b, "p", "opts", &info, &error));
+  g_assert_cmpstr (info.merge, ==, "lww");
+  g_assert_cmpint (info.limits.max_keys, ==, 0);
+  g_assert_true (a->klass->set_store_config (a, "p", "opts", "lines", &limits, &error));
+  g_assert_no_error (error);
+  g_assert_true (b->klass->store_info (b, "p", "opts", &info, &error));
+  g_assert_cmpstr (info.merge, ==, "lines");
+  g_assert_cmpint (info.limits.max_value_size, ==, 10);
+  g_assert_cmpint (info.limits.max_keys, ==, 2);
+
+  put_one (a, st, "k1", v, 1, 1);
+  put_one (a, st, "k2", v, 1, 2);
+  put_refused (a, st, "k3", v, 3, CONAT_ERROR_NO_SPACE);   /* a new key */
+  put_one (a, st, "k1", v, 1, 4);                          /* a replaced one */
+  put_refused (a, st, "k1", big, 5, CONAT_ERROR_TOO_BIG);
+  g_assert_cmpuint (a->klass->max_value_size (st), ==, 10);
+
+  limits = (ConatStoreLimits) { 0, 0, 200, 0 };
+  g_assert_true (a->klass->set_store_config (a, "p", "opts", NULL, &limits, &error));
+  g_assert_no_error (error);
+  put_refused (a, st, "k3", big, 6, CONAT_ERROR_NO_SPACE);
+  limits = (ConatStoreLimits) { 0, 50, 0, 0 };
+  g_assert_false (a->klass->set_store_config (a, "p", "opts", NULL, &limits, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  limits = (ConatStoreLimits) { 0, 60000, 0, 0 };
+  g_assert_true (a->klass->set_store_config (a, "p", "opts", "json", &limits, &error));
+  g_assert_no_error (error);
+  g_assert_true (b->klass->store_info (b, "p", "opts", &info, &error));
+  g_assert_cmpstr (info.merge, ==, "json");
+  g_assert_cmpint (info.limits.max_age_ms, ==, 60000);
+  g_assert_cmpint (info.limits.max_bytes, ==, 0);
+  put_one (a, st, "k3", big, 1, 7);
+
+  a->klass->store_close (st);
+  recorder_clear (&r);
+  backend_free (a);
+  backend_free (b);
+}
+
 /* ---------------------------------------------------------------- pubsub */
 
 typedef struct {
@@ -1446,6 +1519,7 @@ main (int argc, char **argv)
   ADD ("/nats/cas", test_cas, NULL);
   ADD ("/nats/keys-values", test_keys_values, NULL);
   ADD ("/nats/limits", test_limits, NULL);
+  ADD ("/nats/options", test_options, NULL);
   ADD ("/nats/pubsub", test_pubsub, NULL);
   ADD ("/nats/many-stores", test_many_stores, NULL);
   ADD ("/nats/restart", test_restart, NULL);
