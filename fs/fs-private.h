@@ -85,6 +85,9 @@ struct _ConatfsStore {
   /* guarded by fs->lock: */
   GHashTable *locals;     /* file name -> ConatfsLocal* */
   gboolean closed;        /* out of fs->stores; kv is closed or being closed */
+  char merge[16];         /* the store's options as last read (options.c) */
+  ConatStoreLimits limits;
+  gint64 options_us;      /* monotonic time they were read */
 };
 
 /* Where a file's bytes live right now: resolved from an inode or a name. */
@@ -128,6 +131,7 @@ struct _ConatfsFs {
   GHashTable *channels;         /* "LENGTH:SCOPE" + channel file name -> channel (channel.c) */
   fuse_ino_t next_ino;
   char *last_error;             /* the reason of the last EIO, for the status file */
+  guint64 messages_dropped;     /* atomic: channel messages lost (status.c) */
 };
 
 /* fs.c */
@@ -172,6 +176,7 @@ ConatfsStore *conatfs_store_ref (ConatfsStore *store);
 void conatfs_store_unref (ConatfsStore *store);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ConatfsStore, conatfs_store_unref)
 void conatfs_store_close (ConatfsFs *fs, const char *scope, const char *name);
+ConatfsStore *conatfs_store_find_open (ConatfsFs *fs, const char *scope, const char *name);
 int conatfs_store_save_and_close (ConatfsFs *fs, ConatfsStore *store);
 GPtrArray *conatfs_store_list_open (ConatfsFs *fs);
 void conatfs_store_close_all (ConatfsFs *fs);
@@ -236,6 +241,21 @@ void conatfs_op_poll (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 
 /* status.c */
 GBytes *conatfs_status_json (ConatfsFs *fs);
+void conatfs_status_count_dropped (ConatfsFs *fs, guint64 n);
+
+/* options.c */
+#define CONATFS_OPTIONS_TTL_US (5 * G_USEC_PER_SEC)
+#define CONATFS_LIMIT_WAIT_MS 2000  /* close() waits so long for a limited store's verdict */
+extern const char *const conatfs_store_xattr_names[];
+gboolean conatfs_options_is_store_xattr (const char *name);
+void conatfs_options_init (ConatfsStore *store, const ConatStoreInfo *info);
+void conatfs_options_refresh (ConatfsFs *fs, ConatfsStore *store);
+gsize conatfs_options_max_value (ConatfsFs *fs, ConatfsStore *store);
+gboolean conatfs_options_has_limits (ConatfsFs *fs, ConatfsStore *store);
+char *conatfs_options_get (ConatfsFs *fs, ConatfsInode *dir, const char *name, int *err);
+int conatfs_options_set (ConatfsFs *fs, ConatfsInode *dir, const char *name, const char *value,
+                         size_t size);
+void conatfs_op_statfs (fuse_req_t req, fuse_ino_t ino);
 
 /* session.c */
 gboolean conatfs_session_start (ConatfsFs *fs, char **fuse_options, GSourceFunc on_unmounted,

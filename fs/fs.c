@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <string.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 const char *const conatfs_default_local_patterns[] = {
@@ -123,24 +122,6 @@ conatfs_name_is_local (ConatfsFs *fs, const char *file_name)
 /* ------------------------------------------------- small operations */
 
 static void
-op_statfs (fuse_req_t req, fuse_ino_t ino)
-{
-  struct statvfs st = {
-    .f_bsize = 4096,
-    .f_frsize = 4096,
-    .f_blocks = G_MAXUINT32,
-    .f_bfree = G_MAXUINT32,
-    .f_bavail = G_MAXUINT32,
-    .f_files = G_MAXUINT32,
-    .f_ffree = G_MAXUINT32,
-    .f_favail = G_MAXUINT32,
-    .f_namemax = CONATFS_NAME_MAX,
-  };
-
-  fuse_reply_statfs (req, &st);
-}
-
-static void
 op_link (fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char *new_name)
 {
   conatfs_reply_err (req, "link", EPERM);
@@ -191,7 +172,7 @@ const struct fuse_lowlevel_ops conatfs_ops = {
   .readdir = conatfs_op_readdir,
   .releasedir = conatfs_op_releasedir,
   .fsyncdir = op_fsyncdir,
-  .statfs = op_statfs,
+  .statfs = conatfs_op_statfs,
   .setxattr = conatfs_op_setxattr,
   .getxattr = conatfs_op_getxattr,
   .listxattr = conatfs_op_listxattr,

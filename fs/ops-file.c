@@ -205,6 +205,8 @@ conatfs_open_file (ConatfsFs *fs, ConatfsInode *inode, struct fuse_file_info *fi
       if (value == NULL && !writable && conatfs_inode_pending_size (fs, inode) < 0)
         return ENOENT;
     }
+  if (writable && !target.local)
+    conatfs_options_refresh (fs, target.store);  /* a value limit set elsewhere */
   fi->keep_cache = keep_cache && !truncate;
   fi->noflush = !writable;
   /* Writes go to the buffer here anyway; direct I/O spares each write the
@@ -270,13 +272,67 @@ conatfs_op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, 
   fuse_reply_write (req, size);
 }
 
+/* Whether a flush of HANDLE will set a value. */
+static gboolean
+flush_commits (ConatfsHandle *handle)
+{
+  gboolean commits;
+
+  g_mutex_lock (&handle->lock);
+  commits = handle->written && handle->dirty;
+  g_mutex_unlock (&handle->lock);
+  return commits;
+}
+
+/* After the flush of a key of a store with limits: the backend may refuse
+ * the value (the DKV then drops it), so close() waits a little for the
+ * verdict and reports a refusal (ENOSPC, EFBIG); a value not confirmed in
+ * time stays queued and close() succeeds. */
+static int
+flush_verdict (ConatfsFs *fs, ConatfsInode *inode)
+{
+  g_auto (ConatfsTarget) target = { 0 };
+  g_autoptr (GError) error = NULL;
+  g_autofree char *file_name = NULL;
+  fuse_ino_t parent = 0;
+  int err;
+
+  if (conatfs_target_of_inode (fs, inode, &target) != 0 || target.local
+      || !conatfs_options_has_limits (fs, target.store)
+      || conat_dkv_save_key (target.store->kv, target.key, CONATFS_LIMIT_WAIT_MS, &error))
+    return 0;
+  err = conatfs_errno_from_error (error);
+  if (err != ENOSPC && err != EFBIG)
+    return 0;
+  g_debug ("flush: %s", error->message);
+  g_mutex_lock (&fs->lock);
+  if (inode->linked)
+    {
+      parent = inode->parent->ino;
+      file_name = g_strdup (inode->file_name);
+    }
+  g_mutex_unlock (&fs->lock);
+  conatfs_notifier_inval_inode (fs->notifier, inode->ino);  /* the kernel forgets the size */
+  if (file_name != NULL && !conatfs_target_exists (fs, &target))
+    conatfs_notifier_inval_entry (fs->notifier, parent, file_name);  /* a refused new key */
+  return err;
+}
+
 void
 conatfs_op_flush (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-  if (HANDLE (fi)->channel != NULL)
-    return conatfs_reply_err (req, "flush", conatfs_channel_flush (fuse_req_userdata (req),
-                                                                    HANDLE (fi)->channel));
-  conatfs_reply_err (req, "flush", conatfs_handle_flush (fuse_req_userdata (req), HANDLE (fi)));
+  ConatfsFs *fs = fuse_req_userdata (req);
+  ConatfsHandle *handle = HANDLE (fi);
+  gboolean commits;
+  int err;
+
+  if (handle->channel != NULL)
+    return conatfs_reply_err (req, "flush", conatfs_channel_flush (fs, handle->channel));
+  commits = flush_commits (handle);
+  err = conatfs_handle_flush (fs, handle);
+  if (err == 0 && commits)
+    err = flush_verdict (fs, handle->inode);
+  conatfs_reply_err (req, "flush", err);
 }
 
 void

@@ -2,11 +2,16 @@
  *
  *   {"backend": "embedded", "servers": null, "connected": true,
  *    "connected_since": 1700000000000, "pending": 0, "stores_open": 1,
+ *    "messages_dropped": 0,
  *    "stores": [{"scope": "project-x", "store": "settings", "pending": 0}],
  *    "last_error": null}
  *
- * connected_since is in milliseconds since the epoch; last_error is the
- * backend's last error, or else the reason of this mount's last EIO.
+ * servers is the NATS server list (null for embedded); connected_since is
+ * in milliseconds since the epoch, the time of the last connect or
+ * disconnect (the start, for embedded); pending counts the changes not yet
+ * confirmed, in all and per open store; messages_dropped counts channel
+ * messages this mount lost; last_error is the backend's last error, or
+ * else the reason of this mount's last EIO.
  * Credentials never appear (the core leaves them out of servers).
  */
 #include "fs-private.h"
@@ -35,6 +40,13 @@ append_json_string (GString *out, const char *s)
         g_string_append_c (out, *p);
     }
   g_string_append_c (out, '"');
+}
+
+/* Channels (channel.c) count the messages they could not keep. */
+void
+conatfs_status_count_dropped (ConatfsFs *fs, guint64 n)
+{
+  __atomic_add_fetch (&fs->messages_dropped, n, __ATOMIC_RELAXED);
 }
 
 static void
@@ -77,6 +89,8 @@ conatfs_status_json (ConatfsFs *fs)
                           status.connected_since_us / 1000);
   g_string_append_printf (out, "  \"pending\": %" G_GUINT64_FORMAT ",\n", status.pending);
   g_string_append_printf (out, "  \"stores_open\": %u,\n", stores->len);
+  g_string_append_printf (out, "  \"messages_dropped\": %" G_GUINT64_FORMAT ",\n",
+                          (guint64) __atomic_load_n (&fs->messages_dropped, __ATOMIC_RELAXED));
   append_stores (out, stores);
   g_string_append (out, "  \"last_error\": ");
   append_json_string (out, status.last_error ? status.last_error : fs_error);

@@ -101,13 +101,15 @@ store_on_change (ConatDkv *kv, const char *key, GBytes *value, GBytes *prev, gbo
 static ConatfsStore *
 store_open (ConatfsFs *fs, const char *scope, const char *name, GError **error)
 {
-  ConatStoreInfo info = { 0 };
+  ConatStoreInfo info = { .merge = "lww" };
   ConatDkvOptions opts = { .scope = scope, .name = name };
   g_autoptr (ConatDkv) kv = NULL;
   ConatfsStore *store;
 
   if (conat_client_store_info (fs->client, scope, name, &info, NULL))
     opts.ephemeral = info.ephemeral;
+  if (!conat_merge_lookup (info.merge, &opts.merge))
+    opts.merge = NULL;
   kv = conat_dkv_open (fs->client, &opts, error);
   if (kv == NULL)
     return NULL;
@@ -119,6 +121,7 @@ store_open (ConatfsFs *fs, const char *scope, const char *name, GError **error)
   store->name = g_strdup (name);
   store->locals = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, local_free);
   store->kv = conat_dkv_ref (g_steal_pointer (&kv)); /* the open reference moves to the store */
+  conatfs_options_init (store, &info);
   store->watch_id = conat_dkv_watch (store->kv, store_on_change, conatfs_store_ref (store),
                                      (GDestroyNotify) conatfs_store_unref);
   return store;
@@ -214,6 +217,21 @@ conatfs_store_close (ConatfsFs *fs, const char *scope, const char *name)
   g_free (stolen_key);
   if (store != NULL)
     store_shut (store);
+}
+
+/* A new reference to (SCOPE, NAME) if this mount has it open, else NULL. */
+ConatfsStore *
+conatfs_store_find_open (ConatfsFs *fs, const char *scope, const char *name)
+{
+  g_autofree char *key = store_key (scope, name);
+  ConatfsStore *store;
+
+  g_mutex_lock (&fs->lock);
+  store = g_hash_table_lookup (fs->stores, key);
+  if (store != NULL)
+    conatfs_store_ref (store);
+  g_mutex_unlock (&fs->lock);
+  return store;
 }
 
 /* New references to every open store. */

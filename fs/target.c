@@ -218,8 +218,9 @@ conatfs_target_delete (ConatfsFs *fs, const ConatfsTarget *target)
   return 0;
 }
 
+/* The largest value the target takes: the backend's limit or the store's. */
 gsize
 conatfs_target_max_size (const ConatfsTarget *target)
 {
-  return conat_dkv_max_value_size (target->store->kv);
+  return conatfs_options_max_value (target->store->fs, target->store);
 }

@@ -5,6 +5,8 @@
  *                                  milliseconds since the epoch
  *             (both ENODATA until the server confirmed the value)
  *   stores    user.conat.ephemeral "1" or "0"; settable on an empty store
+ *             user.conat.merge, max_value_size, max_age, max_bytes,
+ *             max_keys, keys, bytes: see options.c
  *   all       user.conat.name      the full decoded name
  */
 #include "fs-private.h"
@@ -77,6 +79,8 @@ xattr_get (ConatfsFs *fs, ConatfsInode *inode, const char *name, int *err)
     return key_xattr (fs, inode, name, err);
   if (strcmp (name, XATTR_EPHEMERAL) == 0 && kind == CONATFS_INODE_STORE)
     return store_ephemeral_xattr (fs, inode, err);
+  if (conatfs_options_is_store_xattr (name) && kind == CONATFS_INODE_STORE)
+    return conatfs_options_get (fs, inode, name, err);
   return NULL;
 }
 
@@ -125,6 +129,11 @@ conatfs_op_listxattr (fuse_req_t req, fuse_ino_t ino, size_t size)
       if (value != NULL)
         g_string_append_len (list, xattr_names[i], strlen (xattr_names[i]) + 1);
     }
+  /* A store has them all (each getxattr asks the backend, so not here). */
+  for (gsize i = 0; conatfs_inode_kind (fs, inode) == CONATFS_INODE_STORE
+                    && conatfs_store_xattr_names[i] != NULL; i++)
+    g_string_append_len (list, conatfs_store_xattr_names[i],
+                         strlen (conatfs_store_xattr_names[i]) + 1);
   reply_xattr (req, "listxattr", list->str, list->len, size);
 }
 
@@ -165,7 +174,7 @@ is_known (const char *name)
   for (gsize i = 0; i < G_N_ELEMENTS (xattr_names); i++)
     if (strcmp (name, xattr_names[i]) == 0)
       return TRUE;
-  return FALSE;
+  return conatfs_options_is_store_xattr (name);
 }
 
 /* Other attributes cannot be set: ENOTSUP, which cp -a and mv pass over
@@ -183,6 +192,9 @@ conatfs_op_setxattr (fuse_req_t req, fuse_ino_t ino, const char *name, const cha
   else if (strcmp (name, XATTR_EPHEMERAL) == 0
            && conatfs_inode_kind (fs, inode) == CONATFS_INODE_STORE)
     err = set_ephemeral (fs, inode, value, size);
+  else if (conatfs_options_is_store_xattr (name)
+           && conatfs_inode_kind (fs, inode) == CONATFS_INODE_STORE)
+    err = conatfs_options_set (fs, inode, name, value, size);
   conatfs_reply_err (req, "setxattr", err);
 }
 
