@@ -53,6 +53,12 @@ typedef struct {
   gboolean sent;      /* some generation of this entry went to the backend */
   guint64 revision;   /* ACKED: assigned revision and time */
   gint64 time_ms;
+  /* An ACKED value this entry replaced before its echo came: what the key
+   * holds again if the new value is rejected. */
+  gboolean has_acked;
+  GBytes *acked_value;  /* NULL: a delete */
+  guint64 acked_gen, acked_revision;
+  gint64 acked_time_ms;
 } LocalEntry;
 
 typedef struct {
@@ -119,6 +125,7 @@ local_entry_free (gpointer p)
   LocalEntry *e = p;
 
   g_clear_pointer (&e->value, g_bytes_unref);
+  g_clear_pointer (&e->acked_value, g_bytes_unref);
   g_free (e);
 }
 
@@ -362,6 +369,11 @@ apply_change (ConatDkv *kv, const ConatChange *change, Event *ev)
 
   if (e != NULL && ev->own && e->gen <= change->gen)
     local_remove (kv, change->key);
+  else if (e != NULL && ev->own && e->has_acked && e->acked_gen <= change->gen)
+    {
+      e->has_acked = FALSE;  /* the mirror has it now */
+      g_clear_pointer (&e->acked_value, g_bytes_unref);
+    }
   else if (e != NULL && !ev->own && e->state != ENTRY_ACKED)
     value = resolve_conflict (kv, change, ev->prev);
   else if (e != NULL && !ev->own && e->revision < change->revision)
@@ -564,6 +576,15 @@ local_set (ConatDkv *kv, const char *key, GBytes *value)
     {
       e = g_new0 (LocalEntry, 1);
       g_hash_table_insert (kv->local, g_strdup (key), e);
+    }
+  else if (e->state == ENTRY_ACKED)
+    {
+      g_clear_pointer (&e->acked_value, g_bytes_unref);
+      e->has_acked = TRUE;
+      e->acked_value = e->value ? g_bytes_ref (e->value) : NULL;
+      e->acked_gen = e->gen;
+      e->acked_revision = e->revision;
+      e->acked_time_ms = e->time_ms;
     }
   local_replace_value (kv, key, e, value ? g_bytes_ref (value) : NULL);
 }
@@ -834,6 +855,22 @@ put_clear (ConatPut *put)
   g_clear_error (&put->error);
 }
 
+/* With kv->lock held: E's value was rejected; the key holds again the
+ * confirmed value E replaced, until its echo arrives. */
+static void
+local_revert (ConatDkv *kv, const char *key, LocalEntry *e)
+{
+  g_hash_table_remove (kv->dirty, key);
+  g_clear_pointer (&e->value, g_bytes_unref);
+  e->value = g_steal_pointer (&e->acked_value);
+  e->has_acked = FALSE;
+  e->gen = e->acked_gen;
+  e->state = ENTRY_ACKED;
+  e->cas_wait = FALSE;
+  e->revision = e->acked_revision;
+  e->time_ms = e->acked_time_ms;
+}
+
 /* With kv->lock held: a compare-and-set was refused.  Wait for the newer
  * change (its arrival runs the merge) unless it has arrived already. */
 static void
@@ -877,7 +914,10 @@ batch_result (ConatDkv *kv, ConatPut *put)
       r->gen = put->gen;
       r->error = g_steal_pointer (&put->error);
       g_hash_table_replace (kv->rejected, g_strdup (put->key), r);
-      local_remove (kv, put->key);
+      if (e->has_acked)
+        local_revert (kv, put->key, e);
+      else
+        local_remove (kv, put->key);
     }
 }
 

@@ -1,13 +1,612 @@
-/* echo.c — the inotify echo of changes made elsewhere (DESIGN §4). */
+/* echo.c — inotify events for changes made elsewhere (DESIGN §4).
+ *
+ * Inode lifetime and the inotify echo
+ * -----------------------------------
+ * inotify events come from the VFS, never from a filesystem: a process on
+ * this machine that writes, creates or unlinks through the mount raises
+ * them, and no fuse_lowlevel_notify_* call does (notify_delete raises only
+ * IN_DELETE_SELF on the file).  A change that arrives from the backend has
+ * no such process, so the daemon plays one: this file's thread repeats the
+ * change through the daemon's own mountpoint, the kernel raises the events
+ * a local change would, and the handlers recognise the thread's requests by
+ * fuse_req_ctx(req)->pid, which is the caller's thread id, and leave the
+ * store alone.
+ *
+ *   value changed   open O_WRONLY, pwrite the value's last byte at size - 1
+ *                   (ftruncate to 0 for an empty value), close:
+ *                   IN_MODIFY, IN_CLOSE_WRITE.  The write handler acks and
+ *                   drops the byte, and writable opens are direct I/O, so
+ *                   neither the value nor the page cache can change.
+ *   key created     open O_CREAT|O_EXCL while lookup answers ENOENT to this
+ *                   thread for that one name; create sees the key exists
+ *                   and opens it unchanged (IN_CREATE), then as above.
+ *   key deleted     unlink while lookup answers with the entry (the key is
+ *                   gone, but the kernel needs a dentry to unlink); unlink
+ *                   acks without touching the store (IN_DELETE).  If this
+ *                   mount shows the key again by then (made here since, or
+ *                   elsewhere with its echo queued), the unlink fails with
+ *                   ENOENT and raises nothing: an echo never contradicts
+ *                   what the mount shows when the kernel handles it.
+ *   store or scope  mkdir / rmdir in the same way (IN_ISDIR); made or
+ *                   removed elsewhere, found by the poller in echo-dirs.c.
+ *
+ * The inodes the echo touches follow the rules of inode.c.  Its lookups and
+ * creates count in nlookup like any other, and the kernel forgets them like
+ * any other.  The entry the thread is answered for a deleted key is the
+ * inode the name had (the kernel may hold it open: its size stays the last
+ * value's), or a new one that the unlink then orphans.  A key's name stays
+ * linked after its echoed unlink, so a file open here still commits to it
+ * (a remote delete does not throw away a local write in progress); a
+ * directory's name is unlinked, because the kernel marks an rmdir'ed
+ * directory dead and must get a new inode number if the store comes back.
+ *
+ * Order: the change callback invalidates the kernel's caches first (through
+ * the notifier); the echo thread invalidates once more itself, right before
+ * its syscall, so a watcher that reads when the event arrives reads the new
+ * value.  The thread sends those notices holding no lock, outside any
+ * handler, which is what the notify calls need.
+ *
+ * Deadlocks.  The thread's syscalls are served by FUSE workers, which take
+ * fs->lock; so the thread holds no lock of ours while it makes one, and no
+ * handler ever waits for the thread.  Change callbacks (core threads) only
+ * add to the pending table under echo->lock, which nobody holds across a
+ * syscall or while taking another lock.
+ *
+ * Coalescing.  Pending echoes are keyed by (directory inode, file name) and
+ * merged: a burst of changes to one key while its echo waits is one echo,
+ * and a change that arrives while its echo runs queues another, so a
+ * watcher always gets an event after the last change.  A delete followed
+ * by a create is both, in that order.  No echo is queued for a directory
+ * the kernel has not looked up (nobody can watch it), nor for this mount's
+ * own writes (the DKV marks their echoes as own).
+ */
 #include "echo.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+  OP_DELETE = 1 << 0,
+  OP_CREATE = 1 << 1,
+  OP_MODIFY = 1 << 2,
+  OP_DIR = 1 << 3,
+};
+
+#define CREATE_TRIES 3 /* a lookup by someone else may bring the entry back */
+
+typedef struct {
+  char *key;          /* "DIR-INO/FILE-NAME": the pending table's key */
+  fuse_ino_t dir_ino;
+  char *file_name;
+  char *name;         /* decoded key, store or scope name; NULL if unknown */
+  guint ops;          /* OP_* to make, in the order DELETE, CREATE, MODIFY */
+  gsize old_size;     /* OP_DELETE: the size of the last value */
+} Job;
+
+struct _ConatfsEcho {
+  ConatfsFs *fs;                /* immutable */
+  ConatfsDirPoller *poller;     /* immutable; NULL if the backend needs none */
+  GThread *thread;              /* main thread only */
+  gint tid;                     /* atomic: the thread's id, 0 until it runs */
+
+  GMutex lock;
+  GCond cond;
+  /* guarded by lock: */
+  GHashTable *pending;          /* Job.key -> Job* (owned by queue) */
+  GQueue queue;                 /* Job*, oldest first */
+  gboolean stopping;
+  gboolean busy;                /* the thread is making an echo */
+  Job current;                  /* what the thread is doing (ops 0: nothing
+                                   a lookup must know about) */
+};
+
+static void
+job_free (Job *job)
+{
+  g_free (job->key);
+  g_free (job->file_name);
+  g_free (job->name);
+  g_free (job);
+}
+
+static guint
+op_of_kind (ConatfsEchoKind kind)
+{
+  switch (kind)
+    {
+    case CONATFS_ECHO_CREATED:
+      return OP_CREATE;
+    case CONATFS_ECHO_DELETED:
+      return OP_DELETE;
+    case CONATFS_ECHO_DIR_CREATED:
+      return OP_CREATE | OP_DIR;
+    case CONATFS_ECHO_DIR_DELETED:
+      return OP_DELETE | OP_DIR;
+    case CONATFS_ECHO_MODIFIED:
+    default:
+      return OP_MODIFY;
+    }
+}
+
+/* What a pending echo OLD becomes when change OP arrives. */
+static guint
+merge_ops (guint old, guint op)
+{
+  guint dir = op & OP_DIR;
+
+  if (op & OP_DELETE)
+    return OP_DELETE | dir;
+  if (op & OP_CREATE)
+    return (old & OP_DELETE) | OP_CREATE | dir;
+  if (old & (OP_CREATE | OP_DELETE)) /* created, or re-created: a create covers it */
+    return (old & ~OP_MODIFY) | OP_CREATE;
+  return OP_MODIFY;
+}
+
+void
+conatfs_echo_queue (ConatfsEcho *echo, fuse_ino_t dir_ino, const char *file_name,
+                    const char *name, ConatfsEchoKind kind, gsize old_size)
+{
+  g_autofree char *key = NULL;
+  Job *job;
+
+  if (echo == NULL || dir_ino == 0)
+    return;
+  key = conatfs_name_key (dir_ino, file_name);
+  g_mutex_lock (&echo->lock);
+  job = echo->stopping ? NULL : g_hash_table_lookup (echo->pending, key);
+  if (job == NULL && !echo->stopping)
+    {
+      job = g_new0 (Job, 1);
+      job->key = g_steal_pointer (&key);
+      job->dir_ino = dir_ino;
+      job->file_name = g_strdup (file_name);
+      g_hash_table_insert (echo->pending, job->key, job);
+      g_queue_push_tail (&echo->queue, job);
+      g_cond_signal (&echo->cond);
+    }
+  if (job != NULL)
+    {
+      job->ops = merge_ops (job->ops, op_of_kind (kind));
+      if (job->name == NULL)
+        job->name = g_strdup (name);
+      if (kind == CONATFS_ECHO_DELETED)
+        job->old_size = old_size;
+    }
+  g_mutex_unlock (&echo->lock);
+}
+
+void
+conatfs_echo_change (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name, const char *name,
+                     ConatfsEchoKind kind, gsize old_size)
+{
+  conatfs_echo_queue (fs->echo, dir_ino, file_name, name, kind, old_size);
+}
 
 void
 conatfs_echo_modified (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name)
 {
+  conatfs_echo_queue (fs->echo, dir_ino, file_name, NULL, CONATFS_ECHO_MODIFIED, 0);
 }
 
 gboolean
 conatfs_echo_is_caller (ConatfsFs *fs, fuse_req_t req)
 {
-  return FALSE;
+  ConatfsEcho *echo = fs->echo;
+  gint tid = echo ? g_atomic_int_get (&echo->tid) : 0;
+
+  return tid != 0 && fuse_req_ctx (req)->pid == (pid_t) tid;
+}
+
+/* ------------------------------------------------------- handler hooks */
+
+/* The entry of a name the backend no longer has, for the thread's unlink or
+ * rmdir: the inode the name had, or a new one. */
+static void
+reply_present (ConatfsFs *fs, fuse_req_t req, ConatfsInode *dir, const char *file_name,
+               const Job *job)
+{
+  g_autoptr (ConatfsInode) old = conatfs_inode_child (fs, dir, file_name);
+  g_autoptr (ConatfsInode) child = NULL;
+  g_autofree char *name = NULL;
+  struct fuse_entry_param e = { 0 };
+  gboolean is_dir = (job->ops & OP_DIR) != 0;
+  ConatfsInodeKind kind;
+  struct timespec now;
+
+  if (old != NULL)
+    {
+      kind = conatfs_inode_kind (fs, old);
+      name = conatfs_inode_name (fs, old);
+    }
+  else
+    {
+      kind = !is_dir ? CONATFS_INODE_KEY
+             : dir->ino == FUSE_ROOT_ID ? CONATFS_INODE_SCOPE : CONATFS_INODE_STORE;
+      name = g_strdup (job->name ? job->name : file_name);
+    }
+  child = conatfs_inode_lookup (fs, dir, file_name, kind, name);
+  e.ino = child->ino;
+  clock_gettime (CLOCK_REALTIME, &now);
+  if (is_dir)
+    conatfs_fill_dir_attr (fs, child->ino, &e.attr);
+  else
+    conatfs_fill_file_attr (fs, child->ino, job->old_size, &now, 0644, &e.attr);
+  if (fuse_reply_entry (req, &e) != 0)
+    conatfs_inode_forget (fs, child->ino, 1);
+}
+
+/* TRUE if this mount shows a file FILE_NAME in the store directory DIR now
+ * (a key, or a file created and not yet committed). */
+static gboolean
+shows_file (ConatfsFs *fs, ConatfsInode *dir, const char *file_name)
+{
+  g_auto (ConatfsTarget) target = { 0 };
+  g_autoptr (ConatfsInode) child = NULL;
+
+  if (conatfs_inode_kind (fs, dir) != CONATFS_INODE_STORE
+      || conatfs_target_of_name (fs, dir, file_name, FALSE, &target) != 0)
+    return FALSE;
+  if (conatfs_target_exists (fs, &target))
+    return TRUE;
+  child = conatfs_inode_child (fs, dir, file_name);
+  return child != NULL && conatfs_inode_pending_size (fs, child) >= 0;
+}
+
+/* unlink: 0 to ack the echo of a delete, ENOENT if the file is back (made
+ * here or elsewhere since): then the unlink raises no event. */
+int
+conatfs_echo_unlink_result (ConatfsFs *fs, fuse_ino_t parent, const char *file_name)
+{
+  g_autoptr (ConatfsInode) dir = conatfs_inode_get (fs, parent);
+
+  return dir != NULL && shows_file (fs, dir, file_name) ? ENOENT : 0;
+}
+
+/* lookup: the name the thread is creating does not exist for it, and the
+ * one it is deleting does (unless it is back: then it is looked up as
+ * usual, and the unlink fails).  FALSE (reply not sent) for anything else. */
+gboolean
+conatfs_echo_reply_lookup (ConatfsFs *fs, fuse_req_t req, ConatfsInode *dir,
+                           const char *file_name)
+{
+  ConatfsEcho *echo = fs->echo;
+  Job job = { 0 };
+
+  if (!conatfs_echo_is_caller (fs, req))
+    return FALSE;
+  g_mutex_lock (&echo->lock);
+  if (echo->current.ops != 0 && echo->current.dir_ino == dir->ino
+      && strcmp (echo->current.file_name, file_name) == 0)
+    {
+      job = echo->current;
+      job.name = g_strdup (job.name);
+    }
+  g_mutex_unlock (&echo->lock);
+
+  if ((job.ops & OP_DELETE) && !(job.ops & OP_DIR) && shows_file (fs, dir, file_name))
+    job.ops = 0;
+  if (job.ops & OP_CREATE)
+    conatfs_reply_err (req, "lookup (echo)", ENOENT);
+  else if (job.ops & OP_DELETE)
+    reply_present (fs, req, dir, file_name, &job);
+  g_free (job.name);
+  return (job.ops & (OP_CREATE | OP_DELETE)) != 0;
+}
+
+/* This mount made or removed a store or scope itself: the poller must not
+ * echo it. */
+void
+conatfs_echo_dir_changed (ConatfsFs *fs, ConatfsInode *dir, const char *file_name,
+                          gboolean exists)
+{
+  g_autofree char *parent_file = NULL;
+
+  if (fs->echo == NULL || fs->echo->poller == NULL)
+    return;
+  g_mutex_lock (&fs->lock);
+  parent_file = g_strdup (dir->parent ? dir->file_name : "");
+  g_mutex_unlock (&fs->lock);
+  conatfs_dir_poller_changed (fs->echo->poller, parent_file, file_name, exists);
+}
+
+/* ------------------------------------------------------------ the thread */
+
+/* The path of FILE_NAME in DIR_INO through the mountpoint, or NULL if the
+ * kernel does not know that directory (any more). */
+static char *
+echo_path (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name)
+{
+  g_autoptr (GPtrArray) parts = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GString) path = g_string_new (fs->mountpoint);
+  ConatfsInode *inode;
+
+  g_mutex_lock (&fs->lock);
+  inode = g_hash_table_lookup (fs->by_ino, &dir_ino);
+  for (; inode != NULL && inode->parent != NULL; inode = inode->parent)
+    {
+      if (!inode->linked)
+        inode = NULL;
+      if (inode == NULL)
+        break;
+      g_ptr_array_add (parts, g_strdup (inode->file_name));
+    }
+  g_mutex_unlock (&fs->lock);
+  if (inode == NULL)
+    return NULL;
+  for (guint i = parts->len; i > 0; i--)
+    g_string_append_printf (path, "/%s", (char *) parts->pdata[i - 1]);
+  g_string_append_printf (path, "/%s", file_name);
+  return g_string_free (g_steal_pointer (&path), FALSE);
+}
+
+/* Tells lookups what the thread is about to do with JOB's name (OP), or,
+ * with OP 0, that it is done. */
+static void
+echo_begin (ConatfsEcho *echo, const Job *job, guint op)
+{
+  g_mutex_lock (&echo->lock);
+  g_clear_pointer (&echo->current.file_name, g_free);
+  g_clear_pointer (&echo->current.name, g_free);
+  echo->current.ops = op == 0 ? 0 : op | (job->ops & OP_DIR);
+  echo->current.dir_ino = job->dir_ino;
+  echo->current.file_name = g_strdup (job->file_name);
+  echo->current.name = g_strdup (job->name);
+  echo->current.old_size = job->old_size;
+  g_mutex_unlock (&echo->lock);
+}
+
+static void
+echo_inval_entry (ConatfsFs *fs, const Job *job)
+{
+  int res = fuse_lowlevel_notify_inval_entry (fs->session, job->dir_ino, job->file_name,
+                                              strlen (job->file_name));
+
+  if (res != 0 && res != -ENOENT)
+    g_debug ("echo: inval entry %s: %s", job->file_name, strerrorname_np (-res));
+}
+
+/* The inode the kernel knows at JOB's name, if any (a new reference). */
+static ConatfsInode *
+echo_child (ConatfsFs *fs, const Job *job)
+{
+  g_autofree char *key = conatfs_name_key (job->dir_ino, job->file_name);
+  ConatfsInode *child;
+
+  g_mutex_lock (&fs->lock);
+  child = g_hash_table_lookup (fs->by_name, key);
+  if (child != NULL)
+    conatfs_inode_ref (child);
+  g_mutex_unlock (&fs->lock);
+  return child;
+}
+
+/* The current value of a key inode, or NULL. */
+static GBytes *
+key_value (ConatfsFs *fs, ConatfsInode *inode)
+{
+  g_auto (ConatfsTarget) target = { 0 };
+
+  if (conatfs_target_of_inode (fs, inode, &target) != 0)
+    return NULL;
+  return conatfs_target_get (fs, &target, NULL);
+}
+
+/* IN_MODIFY on the open FD: rewrites its last byte with itself, or
+ * truncates an empty key to 0.  A file that is not a key (a channel file)
+ * ends with '\n'. */
+static void
+echo_touch (ConatfsEcho *echo, const Job *job, int fd)
+{
+  g_autoptr (ConatfsInode) child = echo_child (echo->fs, job);
+  g_autoptr (GBytes) value = NULL;
+  gboolean is_key = child && conatfs_inode_kind (echo->fs, child) == CONATFS_INODE_KEY;
+  const guint8 *data = NULL;
+  guint8 last = '\n';
+  gsize size = 0;
+  struct stat st;
+  int res;
+
+  if (is_key)
+    {
+      value = key_value (echo->fs, child);
+      if (value == NULL) /* deleted meanwhile: its own echo follows */
+        return;
+      data = g_bytes_get_data (value, &size);
+      if (size > 0)
+        last = data[size - 1];
+    }
+  else if (fstat (fd, &st) == 0)
+    size = st.st_size;
+
+  if (size > 0)
+    res = pwrite (fd, &last, 1, size - 1) == 1 ? 0 : -1;
+  else
+    res = is_key ? ftruncate (fd, 0) : 0;
+  if (res != 0)
+    g_debug ("echo: write %s: %s", job->file_name, g_strerror (errno));
+}
+
+static void
+echo_delete (ConatfsEcho *echo, const Job *job, const char *path)
+{
+  gboolean is_dir = (job->ops & OP_DIR) != 0;
+
+  echo_begin (echo, job, OP_DELETE);
+  echo_inval_entry (echo->fs, job);
+  if ((is_dir ? rmdir (path) : unlink (path)) != 0)
+    g_debug ("echo: %s %s: %s", is_dir ? "rmdir" : "unlink", path, g_strerror (errno));
+  echo_begin (echo, job, 0);
+}
+
+/* Creates JOB's name; for a file, returns the open descriptor.  -1 with
+ * errno set if it failed. */
+static int
+echo_create (ConatfsEcho *echo, const Job *job, const char *path)
+{
+  gboolean is_dir = (job->ops & OP_DIR) != 0;
+  int fd = -1, err = 0;
+
+  for (int i = 0; i < CREATE_TRIES; i++)
+    {
+      echo_begin (echo, job, OP_CREATE);
+      echo_inval_entry (echo->fs, job);
+      if (is_dir)
+        fd = mkdir (path, 0755);
+      else
+        fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      err = errno;
+      echo_begin (echo, job, 0);
+      if (fd >= 0 || err != EEXIST)
+        break;
+    }
+  if (fd < 0)
+    g_debug ("echo: create %s: %s", path, g_strerror (err));
+  errno = err;
+  return fd;
+}
+
+static void
+echo_modify (ConatfsEcho *echo, const Job *job, const char *path)
+{
+  g_autoptr (ConatfsInode) child = echo_child (echo->fs, job);
+  int fd;
+
+  if (child != NULL) /* a key's pages and size; a channel file's size */
+    fuse_lowlevel_notify_inval_inode (echo->fs->session, child->ino,
+                                      conatfs_inode_kind (echo->fs, child)
+                                      == CONATFS_INODE_KEY ? 0 : -1, 0);
+  fd = open (path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    {
+      g_debug ("echo: open %s: %s", path, g_strerror (errno));
+      return;
+    }
+  echo_touch (echo, job, fd);
+  close (fd);
+}
+
+static void
+echo_run (ConatfsEcho *echo, const Job *job)
+{
+  g_autofree char *path = echo_path (echo->fs, job->dir_ino, job->file_name);
+  int fd;
+
+  if (path == NULL) /* nobody watches a directory the kernel forgot */
+    return;
+  g_debug ("echo %s%s%s%s %s", job->ops & OP_DELETE ? "delete " : "",
+           job->ops & OP_CREATE ? "create " : "", job->ops & OP_MODIFY ? "modify " : "",
+           job->ops & OP_DIR ? "dir" : "file", path);
+  if (job->ops & OP_DELETE)
+    echo_delete (echo, job, path);
+  if (job->ops & OP_CREATE)
+    {
+      fd = echo_create (echo, job, path);
+      if (job->ops & OP_DIR)
+        return;
+      if (fd >= 0)
+        {
+          echo_touch (echo, job, fd);
+          close (fd);
+          return;
+        }
+      if (errno != EEXIST) /* gone again: its delete follows */
+        return;
+    }
+  if (!(job->ops & OP_DIR) && (job->ops & (OP_CREATE | OP_MODIFY)))
+    echo_modify (echo, job, path);
+}
+
+static gpointer
+echo_thread (gpointer data)
+{
+  ConatfsEcho *echo = data;
+
+  g_atomic_int_set (&echo->tid, (gint) gettid ());
+  for (;;)
+    {
+      Job *job;
+
+      g_mutex_lock (&echo->lock);
+      echo->busy = FALSE;
+      while (!echo->stopping && g_queue_is_empty (&echo->queue))
+        g_cond_wait (&echo->cond, &echo->lock);
+      job = echo->stopping ? NULL : g_queue_pop_head (&echo->queue);
+      if (job != NULL)
+        g_hash_table_remove (echo->pending, job->key);
+      echo->busy = job != NULL;
+      g_mutex_unlock (&echo->lock);
+      if (job == NULL)
+        return NULL;
+      echo_run (echo, job);
+      job_free (job);
+    }
+}
+
+void
+conatfs_echo_get_status (ConatfsFs *fs, guint *pending, guint64 *dir_passes)
+{
+  ConatfsEcho *echo = fs->echo;
+
+  *pending = 0;
+  *dir_passes = 0;
+  if (echo == NULL)
+    return;
+  g_mutex_lock (&echo->lock);
+  *pending = g_queue_get_length (&echo->queue) + (echo->busy ? 1 : 0);
+  g_mutex_unlock (&echo->lock);
+  if (echo->poller != NULL)
+    *dir_passes = conatfs_dir_poller_passes (echo->poller);
+}
+
+/* --------------------------------------------------------------- life */
+
+ConatfsEcho *
+conatfs_echo_new (ConatfsFs *fs)
+{
+  ConatfsEcho *echo = g_new0 (ConatfsEcho, 1);
+
+  echo->fs = fs;
+  g_mutex_init (&echo->lock);
+  g_cond_init (&echo->cond);
+  echo->pending = g_hash_table_new (g_str_hash, g_str_equal);
+  g_queue_init (&echo->queue);
+  echo->thread = g_thread_new ("conatfs-echo", echo_thread, echo);
+  /* One embedded mount has no changes made elsewhere. */
+  if (strcmp (conat_client_backend_name (fs->client), "embedded") != 0)
+    echo->poller = conatfs_dir_poller_new (fs, echo);
+  return echo;
+}
+
+/* Drops what is pending and joins the threads; later changes are ignored.
+ * Called while the session loop still serves the thread's last syscall. */
+void
+conatfs_echo_stop (ConatfsEcho *echo)
+{
+  if (echo == NULL || echo->thread == NULL)
+    return;
+  if (echo->poller != NULL)
+    conatfs_dir_poller_stop (echo->poller);
+  g_mutex_lock (&echo->lock);
+  echo->stopping = TRUE;
+  g_hash_table_remove_all (echo->pending);
+  g_queue_clear_full (&echo->queue, (GDestroyNotify) job_free);
+  g_cond_broadcast (&echo->cond);
+  g_mutex_unlock (&echo->lock);
+  g_thread_join (g_steal_pointer (&echo->thread));
+}
+
+void
+conatfs_echo_free (ConatfsEcho *echo)
+{
+  conatfs_echo_stop (echo);
+  g_clear_pointer (&echo->poller, conatfs_dir_poller_free);
+  g_hash_table_unref (echo->pending);
+  g_free (echo->current.file_name);
+  g_free (echo->current.name);
+  g_mutex_clear (&echo->lock);
+  g_cond_clear (&echo->cond);
+  g_free (echo);
 }

@@ -52,6 +52,7 @@ typedef struct _ConatfsInode ConatfsInode;
 typedef struct _ConatfsStore ConatfsStore;
 typedef struct _ConatfsHandle ConatfsHandle;
 typedef struct _ConatfsNotifier ConatfsNotifier;
+typedef struct _ConatfsEcho ConatfsEcho;
 typedef struct _ConatfsChannelFile ConatfsChannelFile;
 
 struct _ConatfsInode {
@@ -120,6 +121,7 @@ struct _ConatfsFs {
   struct timespec start_time;   /* immutable: times of directories */
   struct fuse_session *session; /* immutable while mounted */
   ConatfsNotifier *notifier;    /* immutable while mounted */
+  ConatfsEcho *echo;            /* immutable while mounted (echo.c) */
   gsize channel_window;         /* immutable: bytes of recent lines kept per channel */
 
   GMutex lock;

@@ -4,8 +4,8 @@
  * inode or directory a FUSE request is working on, so they must not run in
  * a FUSE worker or while holding a lock a handler needs.  Change events
  * (core threads) only queue a notice here; this thread, which holds no lock,
- * sends it.  It is also the place for the inotify echo of remote changes
- * (DESIGN §4) when that comes.
+ * sends it.  The inotify echo of remote changes (DESIGN §4) has a thread of
+ * its own (echo.c), since its syscalls wait for FUSE workers.
  */
 #include "fs-private.h"
 

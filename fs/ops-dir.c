@@ -7,6 +7,7 @@
  * carries an entry counts one lookup, undone if the reply fails.
  */
 #include "fs-private.h"
+#include "echo.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -193,6 +194,8 @@ conatfs_op_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
     return conatfs_reply_err (req, "lookup", ENOENT);
   if (strlen (name) > CONATFS_NAME_MAX) /* FUSE passes up to 1024 bytes */
     return conatfs_reply_err (req, "lookup", ENAMETOOLONG);
+  if (conatfs_echo_reply_lookup (fs, req, dir, name)) /* the inotify echo's own view */
+    return;
   kind = conatfs_inode_kind (fs, dir);
   err = lookup_child (fs, dir, kind, name, &child);
   if (err == 0)
@@ -267,7 +270,9 @@ conatfs_op_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
 
   if (dir == NULL)
     return conatfs_reply_err (req, "mkdir", ENOENT);
-  switch (conatfs_inode_kind (fs, dir))
+  if (conatfs_echo_is_caller (fs, req)) /* made elsewhere: the entry as it is */
+    err = lookup_child (fs, dir, conatfs_inode_kind (fs, dir), name, &child);
+  else switch (conatfs_inode_kind (fs, dir))
     {
     case CONATFS_INODE_ROOT:
       err = make_scope (fs, dir, name, &child);
@@ -280,6 +285,8 @@ conatfs_op_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     }
   if (err != 0)
     return conatfs_reply_err (req, "mkdir", err);
+  if (!conatfs_echo_is_caller (fs, req))
+    conatfs_echo_dir_changed (fs, dir, name, TRUE);
   reply_entry (req, fs, child, "mkdir");
 }
 
@@ -335,7 +342,9 @@ conatfs_op_rmdir (fuse_req_t req, fuse_ino_t parent, const char *name)
 
   if (dir == NULL)
     return conatfs_reply_err (req, "rmdir", ENOENT);
-  switch (conatfs_inode_kind (fs, dir))
+  if (conatfs_echo_is_caller (fs, req)) /* removed elsewhere */
+    err = 0;
+  else switch (conatfs_inode_kind (fs, dir))
     {
     case CONATFS_INODE_ROOT:
       err = remove_scope (fs, name);
@@ -346,6 +355,8 @@ conatfs_op_rmdir (fuse_req_t req, fuse_ino_t parent, const char *name)
     default:
       break;
     }
+  if (err == 0 && !conatfs_echo_is_caller (fs, req))
+    conatfs_echo_dir_changed (fs, dir, name, FALSE);
   if (err == 0)
     conatfs_inode_unlink (fs, dir, name);
   conatfs_reply_err (req, "rmdir", err);
@@ -446,6 +457,12 @@ conatfs_op_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t m
   if (err != 0)
     return conatfs_reply_err (req, "create", err);
   exists = conatfs_target_exists (fs, &target) || is_pending (fs, dir, name);
+  if (conatfs_echo_is_caller (fs, req)) /* made elsewhere: opened as it is */
+    {
+      if (!exists)
+        return conatfs_reply_err (req, "create", ENOENT);
+      fi->flags &= ~(O_EXCL | O_TRUNC);
+    }
   if (exists && (fi->flags & O_EXCL))
     return conatfs_reply_err (req, "create", EEXIST);
   if (!exists && target.local) /* in memory: listed at once (vim's swap file) */
@@ -475,6 +492,8 @@ conatfs_op_unlink (fuse_req_t req, fuse_ino_t parent, const char *name)
   g_autoptr (ConatfsInode) dir = NULL;
   int err;
 
+  if (conatfs_echo_is_caller (fs, req)) /* deleted elsewhere: the store has it so */
+    return conatfs_reply_err (req, "unlink", conatfs_echo_unlink_result (fs, parent, name));
   if (conatfs_channel_in_scope (fs, parent, name)) /* subscribed until unmount */
     return conatfs_reply_err (req, "unlink", EPERM);
   dir = store_dir (fs, parent, &err);

@@ -1,6 +1,7 @@
 /* ops-file.c — FUSE operations on files: attributes, open, read, write,
  * flush, release, fsync. */
 #include "fs-private.h"
+#include "echo.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -152,6 +153,8 @@ conatfs_op_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 
   if (inode == NULL)
     return conatfs_reply_err (req, "setattr", ENOENT);
+  if (conatfs_echo_is_caller (fs, req)) /* the echo's ftruncate: IN_MODIFY only */
+    to_set = 0;
   if (to_set & FUSE_SET_ATTR_SIZE)
     {
       err = setattr_size (fs, inode, attr->st_size, fi);
@@ -264,6 +267,8 @@ conatfs_op_write (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, 
 {
   int err;
 
+  if (conatfs_echo_is_caller (fuse_req_userdata (req), req)) /* IN_MODIFY, nothing else */
+    return (void) fuse_reply_write (req, size);
   if (HANDLE (fi)->channel != NULL)
     return conatfs_channel_write (fuse_req_userdata (req), HANDLE (fi)->channel, req, buf, size);
   err = conatfs_handle_write (fuse_req_userdata (req), HANDLE (fi), buf, size, off);

@@ -14,6 +14,7 @@
  * Either way the caller then unmounts (harmless if already gone) and joins.
  */
 #include "fs-private.h"
+#include "echo.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -136,6 +137,7 @@ loop_thread (gpointer data)
     }
   loop->fs->session = session;
   loop->fs->notifier = conatfs_notifier_new (session);
+  loop->fs->echo = conatfs_echo_new (loop->fs);
   loop_started (loop, NULL);
 
   config = fuse_loop_cfg_create ();
@@ -210,6 +212,7 @@ conatfs_session_stop (ConatfsFs *fs)
 
   if (loop == NULL)
     return;
+  conatfs_echo_stop (fs->echo); /* its last syscall needs the loop */
   g_mutex_lock (&loop->lock);
   loop->stopping = TRUE;
   if (!loop->ended)
@@ -229,6 +232,7 @@ conatfs_session_stop (ConatfsFs *fs)
 void
 conatfs_session_free (ConatfsFs *fs)
 {
+  g_clear_pointer (&fs->echo, conatfs_echo_free);
   g_clear_pointer (&fs->notifier, conatfs_notifier_free);
   g_clear_pointer (&fs->session, fuse_session_destroy);
 }

@@ -15,6 +15,7 @@
  * Credentials never appear (the core leaves them out of servers).
  */
 #include "fs-private.h"
+#include "echo.h"
 
 #include <string.h>
 
@@ -74,8 +75,11 @@ conatfs_status_json (ConatfsFs *fs)
   g_autoptr (GPtrArray) stores = conatfs_store_list_open (fs);
   g_autofree char *fs_error = NULL;
   ConatClientStatus status;
+  guint64 dir_passes;
+  guint echoes;
 
   conat_client_get_status (fs->client, &status);
+  conatfs_echo_get_status (fs, &echoes, &dir_passes);
   g_mutex_lock (&fs->lock);
   fs_error = g_strdup (fs->last_error);
   g_mutex_unlock (&fs->lock);
@@ -91,6 +95,8 @@ conatfs_status_json (ConatfsFs *fs)
   g_string_append_printf (out, "  \"stores_open\": %u,\n", stores->len);
   g_string_append_printf (out, "  \"messages_dropped\": %" G_GUINT64_FORMAT ",\n",
                           (guint64) __atomic_load_n (&fs->messages_dropped, __ATOMIC_RELAXED));
+  g_string_append_printf (out, "  \"echoes_pending\": %u,\n", echoes);
+  g_string_append_printf (out, "  \"dir_polls\": %" G_GUINT64_FORMAT ",\n", dir_passes);
   append_stores (out, stores);
   g_string_append (out, "  \"last_error\": ");
   append_json_string (out, status.last_error ? status.last_error : fs_error);

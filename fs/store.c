@@ -3,9 +3,11 @@
  * A store's DKV is opened on first use (a lookup of its directory) with the
  * default options, so it autosaves, and stays open until unmount, rmdir, or
  * a change of its ephemeral flag.  Its change events for writes made
- * elsewhere invalidate the kernel's caches through the notifier thread.
+ * elsewhere invalidate the kernel's caches through the notifier thread,
+ * then queue the inotify echo (echo.c).
  */
 #include "fs-private.h"
+#include "echo.h"
 
 #include <string.h>
 
@@ -96,6 +98,11 @@ store_on_change (ConatDkv *kv, const char *key, GBytes *value, GBytes *prev, gbo
     conatfs_notifier_inval_inode (fs->notifier, child_ino);
   if (dir_ino != 0 && (value == NULL || prev == NULL))
     conatfs_notifier_inval_entry (fs->notifier, dir_ino, file_name);
+  if (dir_ino != 0 && (value != NULL || prev != NULL)) /* then the inotify events */
+    conatfs_echo_change (fs, dir_ino, file_name, key,
+                         value == NULL ? CONATFS_ECHO_DELETED
+                         : prev == NULL ? CONATFS_ECHO_CREATED : CONATFS_ECHO_MODIFIED,
+                         prev ? g_bytes_get_size (prev) : 0);
 }
 
 static ConatfsStore *

@@ -671,6 +671,46 @@ test_save_key_after_rejection (Fixture *f, gconstpointer data)
   g_assert_no_error (error);
 }
 
+/* A rejected value gives way to the confirmed one it replaced, even before
+ * that one's echo arrived (it was dropped, and the key looked absent). */
+static void
+test_rejection_keeps_confirmed_value (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) kv = open_store (f, "revert", TRUE, FALSE);
+  g_autoptr (ConatDkv) blocked = open_store (f, "revert", TRUE, FALSE);
+  gsize max = conat_dkv_max_value_size (kv);
+  g_autoptr (GBytes) huge = g_bytes_new_take (g_malloc0 (max + 1), max + 1);
+  g_autoptr (GBytes) value = NULL;
+  g_autoptr (GError) error = NULL;
+  Blocker b = { 0 };
+  guint id = conat_dkv_watch (blocked, block_on_change, &b, NULL);
+
+  set_str (kv, "block", "1");
+  save (kv);
+  g_mutex_lock (&b.lock);
+  while (!b.blocking)
+    g_cond_wait (&b.cond, &b.lock);
+  g_mutex_unlock (&b.lock);
+
+  set_str (kv, "k", "old");
+  save (kv);                 /* confirmed; its echo is held back */
+  g_assert_true (conat_dkv_set (kv, "k", huge, NULL));
+  g_assert_false (conat_dkv_save_key (kv, "k", 10000, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_TOO_BIG);
+  value = conat_dkv_get (kv, "k", NULL);
+  g_assert_nonnull (value);
+  g_assert_cmpmem (g_bytes_get_data (value, NULL), g_bytes_get_size (value), "old", 3);
+  g_assert_cmpuint (conat_dkv_revision (kv, "k"), >, 0);
+
+  g_mutex_lock (&b.lock);
+  b.released = TRUE;
+  g_cond_broadcast (&b.cond);
+  g_mutex_unlock (&b.lock);
+  conat_dkv_unwatch (blocked, id);
+  g_assert_true (eventually_str (kv, "k", "old"));
+  g_assert_false (conat_dkv_has_unsaved_changes (kv));
+}
+
 /* 14 */
 static void
 test_ephemeral (Fixture *f, gconstpointer data)
@@ -724,6 +764,7 @@ main (int argc, char **argv)
   ADD ("/dkv/ephemeral", test_ephemeral);
   ADD ("/dkv/delete-after-unconfirmed-set", test_delete_after_unconfirmed_set);
   ADD ("/dkv/save-key-after-rejection", test_save_key_after_rejection);
+  ADD ("/dkv/rejection-keeps-confirmed-value", test_rejection_keeps_confirmed_value);
 #undef ADD
   return g_test_run ();
 }
