@@ -97,6 +97,8 @@ struct _ConatBackendStore {
   GHashTable *keys;        /* ephemeral stores: key -> gint64* stored_ns, keys with a value */
   gboolean resetting;      /* writes wait while the bucket is re-created */
   gint64 max_value;        /* the bucket's value limit (nats-config.c), 0: none */
+  gint64 max_age_ms;       /* the bucket's MaxAge, 0: none */
+  GHashTable *ages;        /* key -> gint64* stored_ns, keys with a value (for max_age) */
 
   /* guarded by be->mu */
   gboolean check_wanted;

@@ -26,6 +26,13 @@
  * empty, and a new watch starts after S+K.  So the revisions a handle reports
  * only grow; a client that writes to the new bucket before it was moved on
  * loses those writes for this handle (a documented gap).
+ *
+ * Old values.  The server drops the messages of a bucket with MaxAge
+ * without a delete marker, so the watch never hears of it: the maintenance
+ * thread reports each key whose value is past the age as deleted itself
+ * (every AGE_SWEEP_US, by the local clock against the server's time of the
+ * message), at revision last_seq + 1 without taking that revision: the next
+ * message may carry the same one, and a newer write of ours (ACKED) stays.
  */
 #define G_LOG_DOMAIN "conat-nats"
 
@@ -35,6 +42,7 @@
 
 #define MAINT_PERIOD_US (30 * G_USEC_PER_SEC)
 #define MAINT_RETRY_US (1 * G_USEC_PER_SEC)
+#define AGE_SWEEP_US (250 * 1000)
 
 typedef struct {
   char *key;
@@ -137,6 +145,7 @@ store_finalize (Dispatch *d)
 
   g_clear_pointer (&st->load, g_hash_table_unref);
   g_clear_pointer (&st->keys, g_hash_table_unref);
+  g_clear_pointer (&st->ages, g_hash_table_unref);
   g_mutex_clear (&st->sub_mu);
   g_free (st->bucket);
   g_free (st->stream);
@@ -152,6 +161,10 @@ static const DispatchClass store_class = { store_deliver, change_free, store_fin
 static void
 store_track_key_locked (ConatBackendStore *st, Change *c)
 {
+  if (c->value)
+    g_hash_table_insert (st->ages, g_strdup (c->key), g_memdup2 (&c->stored_ns, sizeof c->stored_ns));
+  else
+    g_hash_table_remove (st->ages, c->key);
   if (st->keys == NULL)
     return;
   if (c->value)
@@ -291,6 +304,7 @@ store_note_config_locked (ConatBackendStore *st, jsStreamInfo *si)
 
   nats_config_read (si->Config, &info);
   st->max_value = info.limits.max_value_size;
+  st->max_age_ms = info.limits.max_age_ms;
 }
 
 static ConatBackendStore *
@@ -307,6 +321,7 @@ store_new (NatsBackend *be, const char *bucket, ConatChangeCallback on_change,
   st->filter = g_strconcat ("$KV.", bucket, ".>", NULL);
   st->on_change = on_change;
   st->user_data = user_data;
+  st->ages = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   st->ephemeral = si->Config->Storage == js_MemoryStorage;
   st->created = si->Created;
   store_note_config_locked (st, si);
@@ -415,6 +430,8 @@ nats_store_open (ConatBackend *backend, const char *scope, const char *name, gbo
     }
   g_mutex_lock (&be->mu);
   be->stores = g_list_prepend (be->stores, st);
+  be->maint_wanted = TRUE;  /* it may have a max_age */
+  g_cond_broadcast (&be->cond);
   g_mutex_unlock (&be->mu);
   dispatch_start (&st->d);
   return st;
@@ -495,6 +512,8 @@ nats_stores_note_config (NatsBackend *be, const char *bucket, jsStreamInfo *si)
       store_note_config_locked (st, si);
       g_mutex_unlock (&st->d.mu);
     }
+  be->maint_wanted = TRUE;  /* a max_age starts the sweeps */
+  g_cond_broadcast (&be->cond);
   g_mutex_unlock (&be->mu);
 }
 
@@ -521,9 +540,58 @@ store_forget_keys_locked (ConatBackendStore *st, gint64 before_ns, gboolean bump
       c->key = g_strdup (key);
       c->revision = bump ? ++st->last_seq : st->last_seq;
       c->time_ms = now_ms;
+      g_hash_table_remove (st->ages, key);
       dispatch_push_locked (&st->d, c);
       g_hash_table_iter_remove (&iter);
     }
+}
+
+/* With d.mu held: reports the keys stored before BEFORE_NS as deleted. */
+static void
+store_age_out_locked (ConatBackendStore *st, gint64 before_ns)
+{
+  gint64 now_ms = g_get_real_time () / 1000;
+  GHashTableIter iter;
+  gpointer key, stored;
+
+  g_hash_table_iter_init (&iter, st->ages);
+  while (g_hash_table_iter_next (&iter, &key, &stored))
+    {
+      Change *c;
+
+      if (*(gint64 *) stored >= before_ns)
+        continue;
+      c = g_new0 (Change, 1);
+      c->key = g_strdup (key);
+      c->revision = st->last_seq + 1;
+      c->time_ms = now_ms;
+      if (st->keys != NULL)
+        g_hash_table_remove (st->keys, key);
+      dispatch_push_locked (&st->d, c);
+      g_hash_table_iter_remove (&iter);
+    }
+}
+
+/* With be->mu held: ages out the open stores; TRUE if one has a max_age. */
+static gboolean
+stores_age_out_locked (NatsBackend *be)
+{
+  gint64 now_ns = g_get_real_time () * 1000;
+  gboolean aging = FALSE;
+
+  for (GList *l = be->stores; l; l = l->next)
+    {
+      ConatBackendStore *st = l->data;
+
+      g_mutex_lock (&st->d.mu);
+      if (st->max_age_ms > 0 && !st->d.closing)
+        {
+          aging = TRUE;
+          store_age_out_locked (st, now_ns - st->max_age_ms * 1000000);
+        }
+      g_mutex_unlock (&st->d.mu);
+    }
+  return aging;
 }
 
 /* The bucket is gone and not ours to re-create: its keys are gone too. */
@@ -731,7 +799,8 @@ nats_maint_thread (gpointer data)
 {
   NatsBackend *be = data;
   gint64 next_periodic = g_get_monotonic_time () + MAINT_PERIOD_US;
-  gboolean retry = FALSE;
+  gint64 next_age = 0;
+  gboolean retry = FALSE, aging = FALSE;
 
   g_mutex_lock (&be->mu);
   while (!be->stopping)
@@ -741,11 +810,18 @@ nats_maint_thread (gpointer data)
       gboolean reconnect, periodic, connected;
       GArray *checks;
 
+      if (aging)
+        deadline = MIN (deadline, next_age);
       while (!be->stopping && !be->maint_wanted
              && g_cond_wait_until (&be->cond, &be->mu, deadline))
         ;
       if (be->stopping)
         break;
+      if (be->maint_wanted || g_get_monotonic_time () >= next_age)
+        {
+          aging = stores_age_out_locked (be);
+          next_age = g_get_monotonic_time () + AGE_SWEEP_US;
+        }
       periodic = g_get_monotonic_time () >= next_periodic;
       if (periodic)
         next_periodic = g_get_monotonic_time () + MAINT_PERIOD_US;

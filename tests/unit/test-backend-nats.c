@@ -956,6 +956,21 @@ test_options (Fixture *fx, gconstpointer data)
   g_assert_cmpint (info.limits.max_age_ms, ==, 60000);
   g_assert_cmpint (info.limits.max_bytes, ==, 0);
   put_one (a, st, "k3", big, 1, 7);
+  a->klass->store_close (st);
+  recorder_clear (&r);
+
+  /* The server drops old values without a marker: the handle reports them. */
+  recorder_init (&r);
+  st = store_open (a, "p", "aged", FALSE, &r, NULL);
+  put_one (a, st, "old", v, 1, 1);
+  limits = (ConatStoreLimits) { 0, 300, 0, 0 };
+  g_assert_true (a->klass->set_store_config (a, "p", "aged", NULL, &limits, &error));
+  g_assert_no_error (error);
+  recorder_wait (&r, 2);
+  g_assert_cmpstr (recorder_change (&r, 1)->key, ==, "old");
+  g_assert_null (recorder_change (&r, 1)->value);
+  g_assert_true (b->klass->store_info (b, "p", "aged", &info, &error));
+  g_assert_cmpuint (info.keys, ==, 0);
 
   a->klass->store_close (st);
   recorder_clear (&r);
