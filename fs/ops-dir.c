@@ -24,6 +24,20 @@ match_shortened (GPtrArray *names, ConatfsNameKind kind, const char *file_name)
   return NULL;
 }
 
+/* Whether this mount has a store of SCOPE open.  When the server does not
+ * answer (down, frozen), a lookup of an open store's directories answers
+ * from its replica, as reads of its keys do. */
+static gboolean
+scope_is_open (ConatfsFs *fs, const char *scope)
+{
+  g_autoptr (GPtrArray) stores = conatfs_store_list_open (fs);
+
+  for (guint i = 0; i < stores->len; i++)
+    if (strcmp (((ConatfsStore *) stores->pdata[i])->scope, scope) == 0)
+      return TRUE;
+  return FALSE;
+}
+
 /* The scope FILE_NAME shows in the root; ENOENT if none. */
 static int
 find_scope (ConatfsFs *fs, const char *file_name, char **scope)
@@ -40,7 +54,9 @@ find_scope (ConatfsFs *fs, const char *file_name, char **scope)
       *scope = match_shortened (scopes, CONATFS_NAME_SCOPE, file_name);
       return *scope ? 0 : ENOENT;
     case CONATFS_NAME_DECODED:
-      if (conat_client_has_scope (fs->client, *scope, &error))
+      if (conat_client_has_scope (fs->client, *scope, &error)
+          || (!g_error_matches (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND)
+              && scope_is_open (fs, *scope)))
         return 0;
       g_clear_pointer (scope, g_free);
       return error ? conatfs_fail (fs, "scope", error) : ENOENT;
@@ -69,6 +85,13 @@ find_store (ConatfsFs *fs, const char *scope, const char *file_name, char **stor
     case CONATFS_NAME_DECODED:
       if (conat_client_store_info (fs->client, scope, *store, &info, &error))
         return 0;
+      if (!g_error_matches (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND))
+        {
+          g_autoptr (ConatfsStore) open = conatfs_store_find_open (fs, scope, *store);
+
+          if (open != NULL)
+            return 0;
+        }
       g_clear_pointer (store, g_free);
       return conatfs_fail (fs, "store", error);
     case CONATFS_NAME_INVALID:
