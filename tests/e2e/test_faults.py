@@ -23,6 +23,7 @@ from util import read, wait_until, write
 
 FSYNC_TIMEOUT = 10.0  # CONATFS_FSYNC_TIMEOUT_MS
 DEADLINE_JOIN = 10.0
+SETTLE = 30.0  # a cluster elects its leaders again after a node dies
 
 
 @pytest.fixture
@@ -46,6 +47,9 @@ def backend(request, tmp_path):
     if request.param == "nats":
         server = request.getfixturevalue("nats")
         return Backend("nats", ["--server", server.url])
+    if request.param == "cluster":  # servers per mount (extra=); R3 buckets
+        request.getfixturevalue("nats_cluster")
+        return Backend("nats", ["--replicas", "3"])
     if request.param == "tmpfs":
         data = request.getfixturevalue("small_disk") / "data"
         return Backend("embedded", ["--data", str(data)], data)
@@ -220,3 +224,132 @@ def test_sigstop_server_reads_answer_writes_queue(mount_factory, backend, nats):
     for k, v in values.items():
         wait_until(lambda: shows(f"{db}/{k}", v), timeout=30, what=f"{k} on b")
     assert fsync_errno(f"{da}/new0") == 0
+
+
+# ------------------------------------ 1. kill -9 of the server under load
+
+# Issue 8 asks for 10,000 sets; CI runs SETS (about 30 s with the outage);
+# CONATFS_LONG=1 runs the full 10,000.
+SETS = 10000 if os.environ.get("CONATFS_LONG") == "1" else 2000
+SYNC_EVERY = 50  # every 50th set of a writer is fsynced
+
+
+class LoadWriter(threading.Thread):
+    """SETS/2 sets of keys PREFIX0..PREFIX99 in D; the last value of each key,
+    and what was fsynced before the server was killed."""
+
+    def __init__(self, d, prefix, n):
+        super().__init__(daemon=True)
+        self.d, self.prefix, self.n = d, prefix, n
+        self.last = {}
+        self.synced = {}
+        self.fsync_errors = set()
+        self.done = 0
+        self.error = None
+
+    def run(self):
+        try:
+            for i in range(self.n):
+                key, value = f"{self.prefix}{i % 100}", f"{self.prefix} set {i}".encode()
+                fd = os.open(f"{self.d}/{key}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                try:
+                    os.write(fd, value)
+                    self.last[key] = value
+                    if i % SYNC_EVERY == 0:
+                        try:
+                            os.fsync(fd)
+                            self.synced[key] = value
+                        except OSError as e:  # the server is down: not saved yet
+                            self.fsync_errors.add(e.errno)
+                finally:
+                    os.close(fd)
+                self.done = i + 1
+        except BaseException as e:
+            self.error = e
+
+
+@pytest.mark.parametrize("backend", ["nats"], indirect=True)
+def test_kill_9_server_under_write_load(mount_factory, backend, nats):
+    a, b = mount_factory(), mount_factory()
+    da, db = (os.path.join(m.path, "project-1", "load") for m in (a, b))
+    os.makedirs(da)
+    wait_until(lambda: os.path.isdir(db), what="the store on b")
+    writers = [LoadWriter(da, "a", SETS // 2), LoadWriter(db, "b", SETS // 2)]
+    for w in writers:
+        w.start()
+    wait_until(lambda: all(w.done >= SETS // 8 for w in writers), timeout=60,
+               what="a part of the load")
+    nats.proc.kill()  # kill -9
+    nats.stop()       # only reaps it
+    synced_before = [dict(w.synced) for w in writers]
+    time.sleep(2)     # writes meanwhile are queued
+    nats.start()
+    nats.wait_ready()
+    for w in writers:
+        w.join(120)
+        assert not w.is_alive(), "a writer hangs"
+        assert w.error is None, repr(w.error)
+        assert w.fsync_errors <= {errno.EIO, errno.ETIMEDOUT}, w.fsync_errors
+    wait_until(lambda: saved(a) and saved(b), timeout=60, what="both mounts to save")
+    last = {**writers[0].last, **writers[1].last}
+    c = mount_factory()  # a fresh mount reads what the server has
+    dc = os.path.join(c.path, "project-1", "load")
+    for d in (da, db, dc):
+        wait_until(lambda: sorted(os.listdir(d)) == sorted(last), timeout=30,
+                   what=f"every key in {d}")
+        for key, value in last.items():
+            wait_until(lambda: shows(f"{d}/{key}", value), what=f"{key} in {d}")
+    # Every value fsynced before the kill was saved: each key's value now is
+    # that one or a later one of the same writer.
+    for w, before in zip(writers, synced_before):
+        for key, value in before.items():
+            got = int(read(f"{dc}/{key}").rsplit(" ", 1)[1])
+            assert got >= int(value.decode().rsplit(" ", 1)[1]), (key, got, value)
+
+
+# ------------------------------- 2. the node of a mount in a cluster dies
+
+def conatfs_connections(node):
+    connz = node.monitor("/connz") or {"connections": []}
+    return sum(c.get("name") == "conatfs" for c in connz["connections"])
+
+
+@pytest.mark.parametrize("backend", ["cluster"], indirect=True)
+def test_cluster_node_of_a_mount_killed_and_back(mount_factory, backend, nats_cluster):
+    nodes = nats_cluster.nodes
+    a = mount_factory(extra=["--server", ",".join(nats_cluster.urls)])
+    a_node = wait_until(lambda: next((n for n in nodes if conatfs_connections(n)), None),
+                        what="a's connection")
+    others = [n for n in nodes if n is not a_node]
+    b = mount_factory(extra=["--server", others[0].url])
+    da, db = (os.path.join(m.path, "project-1", "r3") for m in (a, b))
+    os.makedirs(da)
+    values = {f"before{i}": f"before {i}".encode() for i in range(20)}
+    for k, v in values.items():
+        write(f"{da}/{k}", v, "wb")
+    assert fsync_errno(f"{da}/before0") == 0
+    # b opens the store now: while the cluster elects new leaders, only an
+    # open store answers (from its replica) without the server.
+    wait_until(lambda: shows(f"{db}/before19", b"before 19"), what="the values on b")
+    a_node.proc.kill()  # kill -9
+    a_node.stop()
+    for i in range(20):  # a keeps reading and writing
+        assert read(f"{da}/before{i}", "rb") == values[f"before{i}"]
+        values[f"during{i}"] = f"during {i}".encode()
+        write(f"{da}/during{i}", values[f"during{i}"], "wb")
+    wait_until(lambda: saved(a), timeout=SETTLE, what="a to reconnect and save")
+    assert conatfs_connections(others[0]) + conatfs_connections(others[1]) == 2
+    values["from-b"] = b"b"
+    write(f"{db}/from-b", "b")
+    a_node.start()
+    a_node.wait_ready(cluster_size=3, timeout=60)
+    for i in range(10):
+        values[f"after{i}"] = f"after {i}".encode()
+        write(f"{da}/after{i}", values[f"after{i}"], "wb")
+    wait_until(lambda: saved(a) and saved(b), timeout=SETTLE, what="both to save")
+    c = mount_factory(extra=["--server", a_node.url])  # the node that came back
+    dc = os.path.join(c.path, "project-1", "r3")
+    for d in (da, db, dc):
+        for k, v in values.items():
+            wait_until(lambda: shows(f"{d}/{k}", v), timeout=SETTLE, what=f"{k} in {d}")
+        assert sorted(os.listdir(d)) == sorted(values)
