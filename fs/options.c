@@ -14,7 +14,8 @@
  * strategy, and a file opened for writing refuses (EFBIG) to grow past the
  * value limit.  A change made through this mount applies at once; one made
  * elsewhere is picked up at the next getxattr of the store, or at the first
- * file open of the store CONATFS_OPTIONS_TTL_US after the last look.
+ * listing of the store or file open for writing CONATFS_OPTIONS_TTL_US (5 s)
+ * after the last look.
  *
  * statfs tells the stores this mount has open: f_files - f_ffree is their
  * keys and f_blocks - f_bfree the 4 KiB blocks of their values, as this

@@ -79,6 +79,7 @@ list_children (ConatfsFs *fs, ConatfsInode *dir, GArray *entries)
       store = conatfs_store_of_dir (fs, dir, &err);
       if (store == NULL)
         return err;
+      conatfs_options_refresh (fs, store);  /* options set elsewhere (options.c) */
       names = conatfs_store_file_names (fs, store);
       conatfs_handle_add_pending_names (fs, dir, names);
       add_entries (entries, names, CONATFS_NAME_KEY, S_IFREG, FALSE);
