@@ -19,11 +19,20 @@ gboolean
 nats_stream_info (NatsBackend *be, const char *bucket, jsStreamInfo **si, GError **error)
 {
   g_autofree char *stream = stream_name (bucket);
+  g_autofree char *refused = NULL;
+  guint perm = nats_permission_epoch (be);
   jsErrCode jerr = 0;
   natsStatus s = js_GetStreamInfo (si, be->js, stream, NULL, &jerr);
 
   if (s == NATS_OK)
     return TRUE;
+  if (s == NATS_TIMEOUT && (refused = nats_permission_refused (be, perm, stream)) != NULL)
+    {
+      g_message ("permission denied for NATS bucket %s: %s", bucket, refused);
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_PERMISSION, "the NATS server refused: %s",
+                   refused);
+      return FALSE;
+    }
   if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
     {
       g_set_error (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND, "no bucket %s", bucket);

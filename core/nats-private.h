@@ -174,5 +174,7 @@ void nats_acks_stop (NatsBackend *be);
 void nats_acks_clear (NatsBackend *be);
 void nats_acks_interrupt (NatsBackend *be);
 void nats_acks_permission_error (NatsBackend *be, const char *text);
+guint nats_permission_epoch (NatsBackend *be);
+char *nats_permission_refused (NatsBackend *be, guint since, const char *name);
 
 G_END_DECLS

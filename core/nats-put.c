@@ -265,6 +265,33 @@ nats_acks_permission_error (NatsBackend *be, const char *text)
   g_mutex_unlock (&be->ack_mu);
 }
 
+/* The count of permission violations so far, for nats_permission_refused(). */
+guint
+nats_permission_epoch (NatsBackend *be)
+{
+  guint epoch;
+
+  g_mutex_lock (&be->ack_mu);
+  epoch = be->perm_epoch;
+  g_mutex_unlock (&be->ack_mu);
+  return epoch;
+}
+
+/* The server's text if a permission violation naming NAME came after epoch
+ * SINCE, else NULL: a request the server refuses is not answered, it times
+ * out, and the refusal arrives apart (on_error). */
+char *
+nats_permission_refused (NatsBackend *be, guint since, const char *name)
+{
+  char *text = NULL;
+
+  g_mutex_lock (&be->ack_mu);
+  if (be->perm_epoch != since && be->perm_text != NULL && strstr (be->perm_text, name) != NULL)
+    text = g_strdup (be->perm_text);
+  g_mutex_unlock (&be->ack_mu);
+  return text;
+}
+
 /* ---------------------------------------------------------------- writes */
 
 static guint64

@@ -231,3 +231,54 @@ def test_tls_with_a_test_ca(tmp_path, pki, server_factory, mount_factory):
     assert res.returncode == 1, res
     assert "certificate" in res.stderr.lower() or "tls" in res.stderr.lower(), res.stderr
     assert not os.path.ismount(tmp_path / "mnt-rogue")
+
+
+# ------------------------------------------------ 11. NATS authorization
+
+# A bucket name is one subject token ("conat_project_2Da-s"), so NATS
+# permissions name stores, not scopes: alice is denied project-b's store
+# "s" (its KV subjects and its stream's JetStream API) and allowed the rest.
+B_STREAM = "KV_conat_project_2Db-s"
+AUTHZ = f'''
+authorization {{
+  users = [
+    {{ user: admin, password: admin-pw }}
+    {{ user: alice, password: alice-pw, permissions: {{
+        publish: {{ allow: ">", deny: ["$KV.conat_project_2Db-s.>",
+                                       "$JS.API.*.*.{B_STREAM}", "$JS.API.*.*.{B_STREAM}.>",
+                                       "$JS.API.DIRECT.GET.{B_STREAM}",
+                                       "$JS.API.DIRECT.GET.{B_STREAM}.>"] }}
+        subscribe: {{ allow: ">", deny: ["$KV.conat_project_2Db-s.>"] }} }} }}
+  ]
+}}
+'''
+
+
+@pytest.mark.parametrize("backend", ["nats"], indirect=True)
+def test_nats_user_allowed_one_scope(tmp_path, server_factory, mount_factory):
+    server = server_factory(AUTHZ)
+    admin = mount_factory(extra=["--server", server.url, "--user", "admin", "--password-file",
+                                 secret_file(tmp_path, "admin-pw", "admin-pw")])
+    for scope in ("project-a", "project-b"):
+        os.makedirs(f"{admin.path}/{scope}/s")
+        write(f"{admin.path}/{scope}/s/k", f"{scope} value")
+    wait_until(lambda: status(admin)["pending"] == 0, what="admin's values saved")
+    alice = mount_factory(extra=["--server", server.url, "--user", "alice", "--password-file",
+                                 secret_file(tmp_path, "alice-pw", "alice-pw")],
+                          allow=[r"[Pp]ermission|not allowed|denied"])
+    a, b = f"{alice.path}/project-a/s", f"{alice.path}/project-b/s"
+    assert read(f"{a}/k") == "project-a value"
+    write(f"{a}/k2", "from alice")
+    wait_until(lambda: status(alice)["pending"] == 0, what="alice's value saved")
+    wait_until(lambda: os.path.exists(f"{admin.path}/project-a/s/k2"), what="k2 on admin")
+    assert read(f"{admin.path}/project-a/s/k2") == "from alice"
+    for cmd in (f"ls {b}", f"cat {b}/k", f"echo x > {b}/k"):
+        res = run(cmd, check=False)
+        assert res.returncode != 0 and "Permission denied" in res.stderr, (cmd, res)
+    assert read(f"{admin.path}/project-b/s/k") == "project-b value"
+    log = alice.stderr.lower()
+    assert "permission denied for nats bucket conat_project_2db-s" in log, alice.stderr
+    # alice keeps working in project-a
+    write(f"{a}/k3", "still")
+    wait_until(lambda: status(alice)["pending"] == 0 and status(alice)["connected"],
+               what="alice's later value saved")
