@@ -199,9 +199,11 @@ on_message (ConatPubsub *ps, GBytes *message, gpointer user_data)
     }
   g_mutex_unlock (&ch->lock);
 
-  conatfs_notifier_inval_attr (fs->notifier, ino);
   for (guint i = 0; i < polls->len; i++)
     conatfs_notifier_poll (fs->notifier, polls->pdata[i]);
+  if (ino == 0) /* a message before the lookup that subscribed has its inode */
+    return;
+  conatfs_notifier_inval_attr (fs->notifier, ino);
   conatfs_echo_modified (fs, dir_ino, ch->file_name); /* IN_MODIFY (DESIGN §4) */
 }
 

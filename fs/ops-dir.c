@@ -1,8 +1,8 @@
 /* ops-dir.c — FUSE operations on names: lookup, forget, mkdir, rmdir,
  * mknod, create, unlink, rename.
  *
- * Root lists scopes (and .conatfs), a scope lists stores (and, in a later
- * issue, @channels), a store lists keys and local files.  Each operation
+ * Root lists scopes (and .conatfs), a scope lists stores and @channels
+ * (channel.c), a store lists keys and local files.  Each operation
  * resolves the parent's kind, acts, and replies exactly once; a reply that
  * carries an entry counts one lookup, undone if the reply fails.
  */
@@ -388,7 +388,7 @@ conatfs_op_rmdir (fuse_req_t req, fuse_ino_t parent, const char *name)
 /* ------------------------------------------------ files in a store */
 
 /* The store directory PARENT, or NULL with *ERR set: files live only in
- * store directories (channel files in scopes come in a later issue). */
+ * store directories (channel files in scopes are channel.c's). */
 static ConatfsInode *
 store_dir (ConatfsFs *fs, fuse_ino_t parent, int *err)
 {
@@ -589,7 +589,10 @@ conatfs_op_rename (fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino
     return conatfs_reply_err (req, "rename", EINVAL);
   kind = conatfs_inode_kind (fs, dir);
   new_kind = conatfs_inode_kind (fs, new_dir);
-  if (kind == CONATFS_INODE_STORE && new_kind == CONATFS_INODE_STORE)
+  if (conatfs_channel_in_scope (fs, parent, name)
+      || conatfs_channel_in_scope (fs, new_parent, new_name))
+    err = EPERM; /* a subscription, not data to move (nor to copy: no EXDEV) */
+  else if (kind == CONATFS_INODE_STORE && new_kind == CONATFS_INODE_STORE)
     err = rename_file (fs, dir, name, new_dir, new_name, flags);
   else if (kind == new_kind && (kind == CONATFS_INODE_ROOT || kind == CONATFS_INODE_SCOPE))
     err = EXDEV; /* stores and scopes cannot be renamed: mv copies them */

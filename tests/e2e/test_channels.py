@@ -182,8 +182,11 @@ def test_file_only_grows_and_names_stay_apart(scope):
         os.open(chat, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     with pytest.raises(PermissionError):
         os.unlink(chat)
+    with pytest.raises(PermissionError):
+        os.rename(chat, f"{scope}/@other")
     os.mkdir(f"{scope}/%40chat")  # the store "@chat" is another name
-    assert sorted(os.listdir(scope)) == ["%40chat", "@chat"]
+    # Every channel name looked up is subscribed to (rename looked up @other).
+    assert sorted(os.listdir(scope)) == ["%40chat", "@chat", "@other"]
     assert os.path.isdir(f"{scope}/%40chat") and os.path.isfile(chat)
     with pytest.raises(OSError) as e:
         os.stat(f"{scope}/@bad%zz")
