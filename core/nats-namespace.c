@@ -100,8 +100,23 @@ nats_bucket_skip_to (NatsBackend *be, const char *bucket, guint64 seq)
     g_debug ("could not move bucket %s to sequence %" G_GUINT64_FORMAT, bucket, seq);
 }
 
+/* Whether every message of BUCKET up to SEQ is gone (MaxAge, a purge), so
+ * that a replay waiting for SEQ has all there is. */
+gboolean
+nats_bucket_passed (NatsBackend *be, const char *bucket, guint64 seq)
+{
+  jsStreamInfo *si = NULL;
+  gboolean passed;
+
+  if (!nats_stream_info (be, bucket, &si, NULL))
+    return FALSE;
+  passed = si->State.Msgs == 0 || si->State.FirstSeq > seq;
+  jsStreamInfo_Destroy (si);
+  return passed;
+}
+
 /* Calls FUNC for the last message of every key (headers only) until the
- * bucket's last sequence at the time of the call has been seen. */
+ * bucket's last sequence at the time of the call has been seen (or is gone). */
 static gboolean
 bucket_scan (NatsBackend *be, const char *bucket,
              void (*func) (const char *raw_key, natsMsg *msg, gpointer data), gpointer data,
@@ -144,7 +159,14 @@ bucket_scan (NatsBackend *be, const char *bucket,
       gint64 left_ms = (deadline - g_get_monotonic_time ()) / 1000;
       guint64 seq = 0;
 
-      s = natsSubscription_NextMsg (&msg, sub, MAX (left_ms, 1));
+      s = natsSubscription_NextMsg (&msg, sub, CLAMP (left_ms, 1, NATS_LOAD_IDLE_US / 1000));
+      if (s == NATS_TIMEOUT && left_ms > NATS_LOAD_IDLE_US / 1000)
+        {
+          s = NATS_OK;
+          if (nats_bucket_passed (be, bucket, last))
+            break;
+          continue;
+        }
       if (s != NATS_OK)
         break;
       if (natsMsg_GetMetaData (&meta, msg) == NATS_OK)

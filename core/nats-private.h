@@ -10,6 +10,7 @@ G_BEGIN_DECLS
 
 #define NATS_API_WAIT_MS 5000                     /* JetStream API requests */
 #define NATS_LOAD_TIMEOUT_US (30 * G_USEC_PER_SEC) /* replay of a bucket */
+#define NATS_LOAD_IDLE_US (250 * 1000)            /* then: is the awaited message gone? */
 #define NATS_WRITER_HEADER "Conat-Writer"          /* "<writer_id hex>.<gen hex>" */
 #define NATS_HEADER_RESERVE 512                    /* room for our headers; they take ~200 bytes */
 
@@ -140,6 +141,7 @@ gboolean nats_bucket_ensure (NatsBackend *be, const char *bucket, gboolean ephem
                              gboolean create, jsStreamInfo **si, gboolean *created,
                              GError **error);
 void nats_bucket_skip_to (NatsBackend *be, const char *bucket, guint64 seq);
+gboolean nats_bucket_passed (NatsBackend *be, const char *bucket, guint64 seq);
 gboolean nats_scope_mark (NatsBackend *be, const char *scope, GError **error);
 gboolean nats_msg_is_delete (natsMsg *msg);
 

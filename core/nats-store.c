@@ -339,15 +339,32 @@ store_new (NatsBackend *be, const char *bucket, ConatChangeCallback on_change,
   return st;
 }
 
+/* Waits until the replay reached load_target, or the messages up to it are
+ * gone (MaxAge, a purge): they will not come. */
 static gboolean
 store_wait_loaded (ConatBackendStore *st, GError **error)
 {
   gint64 deadline = g_get_monotonic_time () + NATS_LOAD_TIMEOUT_US;
   gboolean loading;
+  guint64 target;
 
   g_mutex_lock (&st->d.mu);
-  while (st->loading && g_cond_wait_until (&st->d.cond, &st->d.mu, deadline))
-    ;
+  while (st->loading && g_get_monotonic_time () < deadline)
+    {
+      if (g_cond_wait_until (&st->d.cond, &st->d.mu,
+                             MIN (deadline, g_get_monotonic_time () + NATS_LOAD_IDLE_US))
+          || !st->loading)
+        continue;
+      target = st->load_target;
+      g_mutex_unlock (&st->d.mu);
+      loading = !nats_bucket_passed (st->d.be, st->bucket, target);
+      g_mutex_lock (&st->d.mu);
+      if (!loading && st->loading)
+        {
+          st->loading = FALSE;
+          st->loaded_rev = MAX (st->last_seq, target);
+        }
+    }
   loading = st->loading;
   g_mutex_unlock (&st->d.mu);
   if (loading)

@@ -27,6 +27,7 @@ conatfs_errno_from_error (const GError *error)
     case CONAT_ERROR_NOT_FOUND:
       return ENOENT;
     case CONAT_ERROR_INVALID_NAME:
+    case CONAT_ERROR_INVALID_ARGUMENT:
       return EINVAL;
     case CONAT_ERROR_NAME_TOO_LONG:
       return ENAMETOOLONG;
