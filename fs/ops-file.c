@@ -99,6 +99,7 @@ truncate_value (ConatfsFs *fs, ConatfsInode *inode, off_t size)
   g_auto (ConatfsTarget) target = { 0 };
   g_autoptr (GBytes) value = NULL;
   g_autoptr (GByteArray) copy = NULL;
+  const guint8 *data;
   gsize old = 0;
   int err = conatfs_target_of_inode (fs, inode, &target);
 
@@ -109,8 +110,9 @@ truncate_value (ConatfsFs *fs, ConatfsInode *inode, off_t size)
   value = conatfs_target_get (fs, &target, NULL);
   if (value == NULL)
     return ENOENT;
+  data = g_bytes_get_data (value, &old); /* before OLD is read: argument order is unspecified */
   copy = g_byte_array_sized_new (size);
-  g_byte_array_append (copy, g_bytes_get_data (value, &old), MIN (old, (gsize) size));
+  g_byte_array_append (copy, data, MIN (old, (gsize) size));
   g_byte_array_set_size (copy, size);
   if ((gsize) size > old)
     memset (copy->data + old, 0, size - old);

@@ -169,3 +169,168 @@ def test_write_to_a_key_deleted_meanwhile(mount_factory):
         os.close(fd)
     assert not os.path.exists(f"{d}/k")
     assert os.listdir(d) == []
+
+
+# ------------------------------------------------- 6. a randomized model
+
+SEED = int(os.environ.get("CONATFS_SEED", "20261126"))
+OPS = 2000 * (20 if os.environ.get("CONATFS_LONG") == "1" else 1)
+CHECK_EVERY = 20
+NAME_BYTES = bytes(b for b in range(1, 256) if b not in b"/%")
+
+
+def random_name(rng):
+    """Any bytes a file name may hold ("%" only as "%25", its canonical
+    escape), from 1 to 255 bytes, now and then the longest."""
+    n = 255 if rng.random() < 0.1 else rng.randint(1, 24)
+    parts, size = [], 0
+    while size < n:
+        part = b"%25" if rng.random() < 0.03 and size + 3 <= n else bytes([rng.choice(NAME_BYTES)])
+        parts.append(part)
+        size += len(part)
+    name = b"".join(parts)
+    if name in (b".", b"..") or name.startswith(b"%25"[:0] + b"%2E"):
+        return b"n" + name[1:]
+    return name
+
+
+class Model:
+    """The expected tree of one scope: store -> {file name: bytes}."""
+
+    def __init__(self, root, rng):
+        self.root, self.rng = root, rng
+        self.stores = {}
+        self.log = []  # what each step did, for the message of a failure
+
+    def path(self, store, name=None):
+        p = os.path.join(self.root, store)
+        return p if name is None else os.path.join(p, name)
+
+    def pick_store(self):
+        return self.rng.choice(sorted(self.stores)) if self.stores else None
+
+    def pick_file(self, store, fresh=0.3):
+        files = sorted(self.stores[store])
+        if not files or self.rng.random() < fresh:
+            return random_name(self.rng)
+        return self.rng.choice(files)
+
+    def expect(self, want, fn):
+        """Runs FN; it must fail with WANT (an errno) or succeed (None)."""
+        try:
+            fn()
+        except OSError as e:
+            assert e.errno == want, f"{self.log[-1]}: {e} (expected {want})"
+            return
+        assert want is None, f"{self.log[-1]}: succeeded, expected errno {want}"
+
+    def step(self):
+        rng = self.rng
+        op = rng.choice(["create", "write", "write", "append", "truncate", "rename",
+                         "unlink", "mkdir", "rmdir", "setxattr"])
+        if op == "mkdir" or not self.stores:
+            name = os.fsencode(f"s{rng.randrange(4)}")
+            want = errno.EEXIST if name in self.stores else None
+            self.log.append(("mkdir", name))
+            self.expect(want, lambda: os.mkdir(self.path(name)))
+            self.stores.setdefault(name, {})
+            return
+        store = self.pick_store()
+        files = self.stores[store]
+        if op == "rmdir":
+            want = errno.ENOTEMPTY if files else None
+            self.log.append(("rmdir", store))
+            self.expect(want, lambda: os.rmdir(self.path(store)))
+            if want is None:
+                del self.stores[store]
+        elif op == "setxattr":
+            if rng.random() < 0.5:  # a change of kind only while empty
+                value = rng.choice([b"0", b"1"])
+                same = os.getxattr(self.path(store), "user.conat.ephemeral") == value
+                want = None if same or not files else errno.EBUSY
+                self.log.append(("ephemeral", store, value))
+                self.expect(want, lambda: os.setxattr(self.path(store), "user.conat.ephemeral",
+                                                      value))
+            else:
+                value = str(rng.randint(100000, 1000000)).encode()
+                os.setxattr(self.path(store), "user.conat.max_value_size", value)
+                assert os.getxattr(self.path(store), "user.conat.max_value_size") == value
+        elif op == "create":
+            name = self.pick_file(store, fresh=0.8)
+            want = errno.EEXIST if name in files else None
+            self.log.append(("create", store, name))
+            self.expect(want, lambda: os.close(os.open(self.path(store, name),
+                                                       os.O_WRONLY | os.O_CREAT | os.O_EXCL)))
+            files.setdefault(name, b"")
+        elif op in ("write", "append"):
+            name = self.pick_file(store)
+            old = files.get(name, b"")
+            data = os.urandom(rng.choice([0, 1, 7, 100, 4096, 70000]))
+            if op == "append":
+                flags, off, new = os.O_WRONLY | os.O_CREAT | os.O_APPEND, None, old + data
+            else:
+                off = rng.randint(0, len(old) + 10)
+                flags = os.O_WRONLY | os.O_CREAT
+                padded = old + b"\0" * max(0, off - len(old))
+                new = padded[:off] + data + padded[off + len(data):] if data else old
+            self.log.append((op, store, name, off, len(data)))
+            fd = os.open(self.path(store, name), flags)
+            try:
+                if off is None:
+                    os.write(fd, data)
+                else:
+                    os.pwrite(fd, data, off)
+            finally:
+                os.close(fd)
+            files[name] = new
+        elif op == "truncate":
+            name = self.pick_file(store, fresh=0.1)
+            size = rng.choice([0, 1, 50, 5000])
+            want = None if name in files else errno.ENOENT
+            self.log.append(("truncate", store, name, size))
+            self.expect(want, lambda: os.truncate(self.path(store, name), size))
+            if want is None:
+                files[name] = files[name][:size] + b"\0" * max(0, size - len(files[name]))
+        elif op == "unlink":
+            name = self.pick_file(store, fresh=0.1)
+            want = None if name in files else errno.ENOENT
+            self.log.append(("unlink", store, name))
+            self.expect(want, lambda: os.unlink(self.path(store, name)))
+            files.pop(name, None)
+        elif op == "rename":
+            name = self.pick_file(store, fresh=0.1)
+            to_store = self.pick_store()
+            to = self.pick_file(to_store, fresh=0.7)
+            want = None if name in files else errno.ENOENT
+            self.log.append(("rename", store, name, to_store, to))
+            self.expect(want, lambda: os.rename(self.path(store, name),
+                                                self.path(to_store, to)))
+            if want is None and (store, name) != (to_store, to):
+                self.stores[to_store][to] = files.pop(name)
+
+    def check(self):
+        assert sorted(os.listdir(self.root)) == sorted(self.stores)
+        for store, files in self.stores.items():
+            assert sorted(os.listdir(self.path(store))) == sorted(files), store
+            for name, value in files.items():
+                got = read(self.path(store, name), "rb")
+                assert got == value, \
+                    f"{store!r}/{name!r}: {got[:20]!r} ({len(got)} bytes), expected " \
+                    f"{value[:20]!r} ({len(value)}); {[e for e in self.log if name in e]}"
+
+
+def test_random_operations_match_the_model(mount_factory):
+    m = mount_factory()
+    root = os.fsencode(os.path.join(m.path, "model"))
+    os.mkdir(root)
+    model = Model(root, random.Random(SEED))
+    for i in range(OPS):
+        try:
+            model.step()
+            if i % CHECK_EVERY == CHECK_EVERY - 1:
+                model.check()
+        except AssertionError as e:
+            last = "\n".join(map(repr, model.log[-12:]))
+            raise AssertionError(f"seed {SEED}, operation {i}: {e}\nlast steps:\n{last}") \
+                from None
+    model.check()
