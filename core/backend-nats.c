@@ -336,9 +336,8 @@ nats_publish (ConatBackend *backend, const char *scope, const char *path, const 
       nats_set_error (be, error, s, 0, "publishing on a NATS channel");
       return FALSE;
     }
-  /* Without a flush the message waits for the library's 1 ms flusher. */
-  if (nats_is_connected (be))
-    natsConnection_FlushTimeout (be->nc, NATS_API_WAIT_MS);
+  /* SendAsap (see nats_connect) wrote it out already: no 1 ms flusher wait,
+   * and no PING round trip per message. */
   return TRUE;
 }
 
@@ -621,6 +620,7 @@ options_new (NatsBackend *be, const ConatNatsOptions *opts, GError **error)
   if (s == NATS_OK)
     {
       natsOptions_SetName (o, "conatfs");
+      natsOptions_SetSendAsap (o, true);
       natsOptions_SetTimeout (o, CONNECT_TIMEOUT_MS);
       natsOptions_SetMaxReconnect (o, -1);
       natsOptions_SetCustomReconnectDelay (o, reconnect_delay, be);
