@@ -5,12 +5,16 @@ a randomized model test.
 The model test runs random operations (create, write at offsets, append,
 truncate, rename, unlink, mkdir, rmdir, setxattr) with random names (any
 byte a file name may hold, up to 255 bytes) on one embedded mount, and
-compares the tree with a Python model after each batch.  CI runs a fixed
-seed; CONATFS_SEED=N picks another, CONATFS_LONG=1 runs 20 times longer:
+compares the tree with a Python model after each batch of 20; then in
+batches on two NATS mounts in turn, each batch saved and shown by the other
+mount (without editor names: those stay in one mount's memory).  CI runs a
+fixed seed (2000 and 1000 operations); CONATFS_SEED=N picks another,
+CONATFS_LONG=1 runs 20 times longer:
 
     CONATFS_SEED=7 CONATFS_LONG=1 meson test -C build e2e-badinput
 """
 import errno
+import fnmatch
 import os
 import random
 import resource
@@ -175,11 +179,15 @@ def test_write_to_a_key_deleted_meanwhile(mount_factory):
 
 SEED = int(os.environ.get("CONATFS_SEED", "20261126"))
 OPS = 2000 * (20 if os.environ.get("CONATFS_LONG") == "1" else 1)
+NATS_OPS = OPS // 2
 CHECK_EVERY = 20
 NAME_BYTES = bytes(b for b in range(1, 256) if b not in b"/%")
 
 
-def random_name(rng):
+LOCAL_PATTERNS = [b".*.sw?", b"*~", b".#*", b"#*#", b"4913", b".*.tmp"]  # local_patterns
+
+
+def random_name(rng, local_ok=True):
     """Any bytes a file name may hold ("%" only as "%25", its canonical
     escape), from 1 to 255 bytes, now and then the longest."""
     n = 255 if rng.random() < 0.1 else rng.randint(1, 24)
@@ -189,16 +197,18 @@ def random_name(rng):
         parts.append(part)
         size += len(part)
     name = b"".join(parts)
-    if name in (b".", b"..") or name.startswith(b"%25"[:0] + b"%2E"):
-        return b"n" + name[1:]
+    if name in (b".", b".."):
+        name = b"n" + name[1:]
+    if not local_ok and any(fnmatch.fnmatchcase(name, p) for p in LOCAL_PATTERNS):
+        name = b"n" + name[1:-1] + b"n"  # an editor's file: kept by one mount only
     return name
 
 
 class Model:
     """The expected tree of one scope: store -> {file name: bytes}."""
 
-    def __init__(self, root, rng):
-        self.root, self.rng = root, rng
+    def __init__(self, root, rng, local_ok=True):
+        self.root, self.rng, self.local_ok = root, rng, local_ok
         self.stores = {}
         self.log = []  # what each step did, for the message of a failure
 
@@ -212,7 +222,7 @@ class Model:
     def pick_file(self, store, fresh=0.3):
         files = sorted(self.stores[store])
         if not files or self.rng.random() < fresh:
-            return random_name(self.rng)
+            return random_name(self.rng, self.local_ok)
         return self.rng.choice(files)
 
     def expect(self, want, fn):
@@ -308,6 +318,26 @@ class Model:
             if want is None and (store, name) != (to_store, to):
                 self.stores[to_store][to] = files.pop(name)
 
+    def difference(self, root):
+        """None if the tree under ROOT (another mount's) is the model's, else
+        the first difference."""
+        try:
+            if sorted(os.listdir(root)) != sorted(self.stores):
+                return f"stores {sorted(os.listdir(root))} != {sorted(self.stores)}"
+            for store, files in self.stores.items():
+                d = os.path.join(root, store)
+                names = set(os.listdir(d))
+                if names != set(files):
+                    return f"{store!r}: extra {names - set(files)}, missing {set(files) - names}"
+                for n, v in files.items():
+                    got = read(os.path.join(d, n), "rb")
+                    if got != v:
+                        return f"{store!r}/{n!r}: {len(got)} bytes {got[:16]!r}, expected " \
+                               f"{len(v)} {v[:16]!r}"
+            return None
+        except FileNotFoundError as e:
+            return str(e)
+
     def check(self):
         assert sorted(os.listdir(self.root)) == sorted(self.stores)
         for store, files in self.stores.items():
@@ -334,3 +364,29 @@ def test_random_operations_match_the_model(mount_factory):
             raise AssertionError(f"seed {SEED}, operation {i}: {e}\nlast steps:\n{last}") \
                 from None
     model.check()
+
+
+@pytest.mark.parametrize("backend", ["nats"], indirect=True)
+def test_random_operations_on_two_nats_mounts(mount_factory, backend):
+    """Batches of operations on one mount, then the other: at each
+    quiescent point both mounts are saved and show the model's tree."""
+    mounts = [mount_factory(), mount_factory()]
+    roots = [os.fsencode(os.path.join(m.path, "model")) for m in mounts]
+    os.mkdir(roots[0])
+    model = Model(roots[0], random.Random(SEED), local_ok=False)
+    for batch in range(NATS_OPS // CHECK_EVERY):
+        model.root = roots[batch % 2]
+        try:
+            for _ in range(CHECK_EVERY):
+                model.step()
+            model.check()
+            wait_until(lambda: all(saved(m) for m in mounts), what="both mounts to save")
+            other = roots[(batch + 1) % 2]
+            try:
+                wait_until(lambda: model.difference(other) is None, what="the other mount")
+            except AssertionError:
+                raise AssertionError(f"the other mount differs: {model.difference(other)}")
+        except AssertionError as e:
+            last = "\n".join(map(repr, model.log[-12:]))
+            raise AssertionError(f"seed {SEED}, batch {batch}: {e}\nlast steps:\n{last}") \
+                from None
