@@ -228,14 +228,14 @@ def test_sigstop_server_reads_answer_writes_queue(mount_factory, backend, nats):
 
 # ------------------------------------ 1. kill -9 of the server under load
 
-# Issue 8 asks for 10,000 sets; CI runs SETS (about 30 s with the outage);
-# CONATFS_LONG=1 runs the full 10,000.
-SETS = 10000 if os.environ.get("CONATFS_LONG") == "1" else 2000
+# Issue 8's 10,000 sets take a few seconds here, so CI runs them all;
+# CONATFS_LONG=1 runs 100,000.
+SETS = 100000 if os.environ.get("CONATFS_LONG") == "1" else 10000
 SYNC_EVERY = 50  # every 50th set of a writer is fsynced
 
 
 class LoadWriter(threading.Thread):
-    """SETS/2 sets of keys PREFIX0..PREFIX99 in D; the last value of each key,
+    """N sets of keys PREFIX0..PREFIX99 in D; the last value of each key,
     and what was fsynced before the server was killed."""
 
     def __init__(self, d, prefix, n):
@@ -309,6 +309,14 @@ def test_kill_9_server_under_write_load(mount_factory, backend, nats):
 
 # ------------------------------- 2. the node of a mount in a cluster dies
 
+def settled_shows(path, value):
+    """shows(), but a node still catching up may time out a first lookup."""
+    try:
+        return shows(path, value)
+    except TimeoutError:
+        return False
+
+
 def conatfs_connections(node):
     connz = node.monitor("/connz") or {"connections": []}
     return sum(c.get("name") == "conatfs" for c in connz["connections"])
@@ -351,5 +359,6 @@ def test_cluster_node_of_a_mount_killed_and_back(mount_factory, backend, nats_cl
     dc = os.path.join(c.path, "project-1", "r3")
     for d in (da, db, dc):
         for k, v in values.items():
-            wait_until(lambda: shows(f"{d}/{k}", v), timeout=SETTLE, what=f"{k} in {d}")
+            wait_until(lambda: settled_shows(f"{d}/{k}", v), timeout=SETTLE,
+                       what=f"{k} in {d}")
         assert sorted(os.listdir(d)) == sorted(values)
