@@ -155,6 +155,33 @@ def test_deleted_key_still_open_reads_its_data(mount_factory):
     assert not os.path.exists(f"{d}/k")
 
 
+@pytest.mark.parametrize("backend", ["nats"], indirect=True)
+def test_key_deleted_on_another_mount_still_reads_where_open(mount_factory, backend):
+    a, b = mount_factory(), mount_factory()
+    da, db = (os.path.join(m.path, "p", "s") for m in (a, b))
+    os.makedirs(da)
+    write(f"{da}/k", "open on a")
+    wait_until(lambda: os.path.exists(f"{db}/k"), what="the key on b")
+    with open(f"{da}/k", "rb") as f:
+        os.unlink(f"{db}/k")
+        wait_until(lambda: not os.path.exists(f"{da}/k"), what="the delete on a")
+        assert f.read() == b"open on a"
+    assert os.listdir(da) == [] and os.listdir(db) == []
+
+
+def test_truncate_of_a_closed_file(mount_factory):
+    """Regression: truncate(2) without an open file kept garbage bytes."""
+    m = mount_factory()
+    d = os.path.join(m.path, "p", "s")
+    os.makedirs(d)
+    write(f"{d}/k", "abcdef")
+    os.truncate(f"{d}/k", 3)
+    assert read(f"{d}/k", "rb") == b"abc"
+    os.truncate(f"{d}/k", 50)
+    os.truncate(f"{d}/k", 5)
+    assert read(f"{d}/k", "rb") == b"abc\0\0"
+
+
 def test_write_to_a_key_deleted_meanwhile(mount_factory):
     """Documented behaviour: a file open for writing whose key is deleted
     meanwhile (by rm here or on another mount) writes nothing at close, as
