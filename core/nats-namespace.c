@@ -626,16 +626,18 @@ nats_set_store_ephemeral (ConatBackend *backend, const char *scope, const char *
     return FALSE;
   nats_bucket_skip_to (be, bucket, last + 2);
   /* The options keep over a change of kind. */
-  if (nats_stream_info (be, bucket, &si, error))
+  if (strcmp (options.merge, "lww") != 0 || options.limits.max_value_size > 0
+      || options.limits.max_age_ms > 0 || options.limits.max_bytes > 0
+      || options.limits.max_keys > 0)
     {
-      gboolean ok = nats_bucket_configure (be, bucket, si, options.merge, &options.limits, error);
+      gboolean ok = nats_stream_info (be, bucket, &si, error)
+                    && nats_bucket_configure (be, bucket, si, options.merge, &options.limits,
+                                              error);
 
-      jsStreamInfo_Destroy (si);
+      g_clear_pointer (&si, jsStreamInfo_Destroy);
       if (!ok)
         return FALSE;
     }
-  else
-    return FALSE;
   nats_stores_bucket_changed (be, bucket);
   return TRUE;
 }
