@@ -53,6 +53,10 @@ typedef struct {
   gboolean sent;      /* some generation of this entry went to the backend */
   guint64 revision;   /* ACKED: assigned revision and time */
   gint64 time_ms;
+  /* The newest change by someone else that arrived while this value was
+   * INFLIGHT (it stayed shown, to land later): if the ack says ours landed
+   * before it after all, that change is the last write and wins. */
+  guint64 remote_revision;
   /* An ACKED value this entry replaced before its echo came: what the key
    * holds again if the new value is rejected. */
   gboolean has_acked;
@@ -310,6 +314,7 @@ local_replace_value (ConatDkv *kv, const char *key, LocalEntry *e, GBytes *value
   e->value = value;
   e->gen = ++kv->next_gen;
   e->cas_wait = FALSE;
+  e->remote_revision = 0;
   mark_dirty (kv, key, e);
 }
 
@@ -375,7 +380,11 @@ apply_change (ConatDkv *kv, const ConatChange *change, Event *ev)
       g_clear_pointer (&e->acked_value, g_bytes_unref);
     }
   else if (e != NULL && !ev->own && e->state != ENTRY_ACKED)
-    value = resolve_conflict (kv, change, ev->prev);
+    {
+      if (e->state == ENTRY_INFLIGHT)
+        e->remote_revision = MAX (e->remote_revision, change->revision);
+      value = resolve_conflict (kv, change, ev->prev);
+    }
   else if (e != NULL && !ev->own && e->revision < change->revision)
     local_remove (kv, change->key);  /* a newer write than our ACKED one */
 
@@ -887,9 +896,25 @@ cas_refused (ConatDkv *kv, ConatPut *put, LocalEntry *e)
     }
 }
 
+/* With kv->lock held: a change by someone else came while PUT was in
+ * flight, and the ack says PUT landed before it: the key shows that change
+ * now (the mirror has it), announced by an event in EVENTS. */
+static void
+batch_superseded (ConatDkv *kv, ConatPut *put, LocalEntry *e, GPtrArray *events)
+{
+  MirrorEntry *m = g_hash_table_lookup (kv->mirror, put->key);
+  Event *ev = g_new0 (Event, 1);
+
+  ev->key = g_strdup (put->key);
+  ev->value = m ? g_bytes_ref (m->value) : NULL;
+  ev->prev = e->value ? g_bytes_ref (e->value) : NULL;
+  g_ptr_array_add (events, ev);
+  local_remove (kv, put->key);
+}
+
 /* With kv->lock held: records the outcome of one put. */
 static void
-batch_result (ConatDkv *kv, ConatPut *put)
+batch_result (ConatDkv *kv, ConatPut *put, GPtrArray *events)
 {
   LocalEntry *e = g_hash_table_lookup (kv->local, put->key);
 
@@ -897,6 +922,8 @@ batch_result (ConatDkv *kv, ConatPut *put)
     return;  /* echoed already, or changed again since */
   if (put->error == NULL && put->revision == 0)
     local_remove (kv, put->key);  /* a delete of nothing */
+  else if (put->error == NULL && put->revision < e->remote_revision)
+    batch_superseded (kv, put, e, events);
   else if (put->error == NULL)
     {
       e->state = ENTRY_ACKED;
@@ -944,6 +971,7 @@ static guint
 save_batch (ConatDkv *kv, gboolean *failed)
 {
   ConatPut *puts = g_new0 (ConatPut, BATCH_MAX);
+  g_autoptr (GPtrArray) events = g_ptr_array_new ();
   ConatBackendStore *store;
   g_autoptr (GError) error = NULL;
   guint n;
@@ -963,7 +991,7 @@ save_batch (ConatDkv *kv, gboolean *failed)
       if (ok)
         {
           for (guint i = 0; i < n; i++)
-            batch_result (kv, &puts[i]);
+            batch_result (kv, &puts[i], events);
           kv->retry_ms = 0;
           kv->retry_at_us = 0;
           g_clear_error (&kv->last_error);
@@ -974,6 +1002,16 @@ save_batch (ConatDkv *kv, gboolean *failed)
       kv->saving--;
       g_cond_broadcast (&kv->cond);
       g_mutex_unlock (&kv->lock);
+    }
+  for (guint i = 0; i < events->len; i++)
+    {
+      Event *ev = events->pdata[i];
+
+      fire_event (kv, ev);
+      g_free (ev->key);
+      g_clear_pointer (&ev->value, g_bytes_unref);
+      g_clear_pointer (&ev->prev, g_bytes_unref);
+      g_free (ev);
     }
   for (guint i = 0; i < n; i++)
     put_clear (&puts[i]);
