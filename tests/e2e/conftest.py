@@ -19,6 +19,7 @@ import time
 import pytest
 
 from util import CONATFS, DEADLINE, wait_until
+from natsfixtures import nats, nats_cluster, nats_options, no_nats_left  # noqa: F401 (fixtures)
 
 
 def conatfs_mounts():
