@@ -5,14 +5,17 @@
 
 Each figure is the median over repeats, next to its anchor measured in the
 same run (tmpfs for file operations, and nullfs, the cheapest possible FUSE
-daemon, for the floor of the kernel round trips), so the ratios hold on a
-shared, noisy machine.  Starts its own mounts (as root: a tmpfs too) and leaves nothing
-behind.
+daemon, for the floor of the kernel round trips; raw libnats on the same
+nats-server for the NATS backend), so the ratios hold on a shared, noisy
+machine.  Starts its own mounts (as root: a tmpfs too) and its own
+nats-server (a free loopback port, a temporary directory), and leaves
+nothing behind.
 """
 import argparse
 import contextlib
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,9 +46,11 @@ def tmpfs(path):
 
 @contextlib.contextmanager
 def conatfs_mount(build, mnt, data, extra=()):
+    """DATA: the embedded backend's directory, or None (EXTRA names a server)."""
     os.makedirs(mnt)
     log = open(os.path.join(os.path.dirname(mnt), os.path.basename(mnt) + ".log"), "w")
-    proc = subprocess.Popen([os.path.join(build, "fs", "conatfs"), "-f", "--data", data,
+    backend = ["--data", data] if data is not None else []
+    proc = subprocess.Popen([os.path.join(build, "fs", "conatfs"), "-f", *backend,
                              *extra, mnt], stderr=log)
     try:
         wait_for(lambda: os.path.ismount(mnt) or proc.poll() is not None, "mount")
@@ -124,6 +129,92 @@ def bench_files(build, tmp, repeats):
     return rows
 
 
+@contextlib.contextmanager
+def nats_server(tmp):
+    """nats-server -js on a free loopback port, its store in TMP; stopped by pid."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(os.path.join(tmp, "nats.log"), "w")
+    proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
+                             "-sd", os.path.join(tmp, "nats")], stdout=log,
+                            stderr=subprocess.STDOUT)
+
+    def listening():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return proc.poll() is not None
+
+    try:
+        wait_for(listening, "nats-server")
+        if proc.poll() is not None:
+            raise RuntimeError("nats-server exited at start")
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def tool(build, name, *args):
+    out = subprocess.run([os.path.join(build, "tests", "bench", name), *map(str, args)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out)
+
+
+NATS_SETS = 20000     # new 100 B keys per run of the throughput figures
+NATS_WRITERS = 4      # threads writing them through the mount
+NATS_SYNC = 2000      # round trips per run of the latency figures
+
+
+def confirmed_sets(build, mount, store):
+    """Sets/s through MOUNT: NATS_WRITERS threads write NATS_SETS new files
+    into a fresh STORE, timed until .conatfs/status shows nothing pending."""
+    d = os.path.join(mount, "bench", store)
+    os.makedirs(d)
+    return tool(build, "nats-files", "confirmed", d, NATS_SETS, NATS_WRITERS,
+                os.path.join(mount, ".conatfs", "status"))
+
+
+def bench_nats(build, tmp, repeats):
+    """Rows (name, conatfs, anchor, anchor name, target, unit); rates in
+    sets/s, times in ns.  Runs of conatfs and its anchor alternate."""
+    sets, raw_sets, emb_sets, fsyncs, emb_fsyncs, raw_puts = [], [], [], [], [], []
+    with nats_server(tmp) as url, \
+            conatfs_mount(build, os.path.join(tmp, "mnt-nats"), None,
+                          extra=["--server", url]) as m, \
+            conatfs_mount(build, os.path.join(tmp, "mnt-emb"), os.path.join(tmp, "data-emb")) as e:
+        for root in (m, e):
+            os.makedirs(os.path.join(root, "bench", "latency"))
+        key = os.path.join(m, "bench", "latency", "k")
+        emb_key = os.path.join(e, "bench", "latency", "k")
+        for r in range(repeats):
+            raw_sets.append(tool(build, "raw-nats", url, "pipelined", NATS_SETS))
+            sets.append(confirmed_sets(build, m, f"sets-{r}"))
+            emb_sets.append(confirmed_sets(build, e, f"sets-{r}"))
+            raw_puts.append(tool(build, "raw-nats", url, "sync", NATS_SYNC))
+            fsyncs.append(tool(build, "nats-files", "fsync", key, NATS_SYNC))
+            emb_fsyncs.append(tool(build, "nats-files", "fsync", emb_key, NATS_SYNC))
+    med = statistics.median
+    return [
+        (f"confirmed sets/s: {NATS_WRITERS} writers, {NATS_SETS} new 100 B files, until "
+         "status shows 0 pending", med(sets), med(raw_sets), "js_PublishAsync, pipelined",
+         ">= 0.5x", "/s"),
+        ("close to confirmation: open+write 100 B+fsync+close, median", med(fsyncs),
+         med(raw_puts), "kvStore_Put, median", "<= 1.5x", "ns"),
+        ("the same sets/s on an embedded mount (the FUSE path alone)", med(emb_sets),
+         med(raw_sets), "js_PublishAsync, pipelined", "info", "/s"),
+        ("the same open+write+fsync+close on an embedded mount (no network)", med(emb_fsyncs),
+         med(raw_puts), "kvStore_Put, median", "info", "ns"),
+    ]
+
+
 def bench_core(build, repeats):
     out = subprocess.run([os.path.join(build, "tests", "bench", "bench-core"), str(repeats)],
                          check=True, capture_output=True, text=True).stdout
@@ -140,6 +231,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="conatfs-bench-")
     try:
         rows = bench_files(build, tmp, args.repeats)
+        nats = bench_nats(build, tmp, args.repeats)
         core = bench_core(build, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -152,6 +244,16 @@ def main():
     for name, ours, anchor, anchor_name, target in rows:
         print(f"| {name} | {ours / 1000:.1f} µs | {anchor / 1000:.1f} µs ({anchor_name}) "
               f"| {ours / anchor:.2f}x | {target} |")
+    print()
+    print("| NATS backend (loopback nats-server, file storage) | conatfs | raw libnats "
+          "| ratio | target |")
+    print("|---|---|---|---|---|")
+    for name, ours, anchor, anchor_name, target, unit in nats:
+        if unit == "ns":
+            shown = f"{ours / 1000:.0f} µs | {anchor / 1000:.0f} µs ({anchor_name})"
+        else:
+            shown = f"{ours:,.0f}/s | {anchor:,.0f}/s ({anchor_name})"
+        print(f"| {name} | {shown} | {ours / anchor:.2f}x | {target} |")
     print()
     print("| libconat (embedded) | median | target |")
     print("|---|---|---|")
