@@ -34,11 +34,18 @@
  * creates count in nlookup like any other, and the kernel forgets them like
  * any other.  The entry the thread is answered for a deleted key is the
  * inode the name had (the kernel may hold it open: its size stays the last
- * value's), or a new one that the unlink then orphans.  A key's name stays
- * linked after its echoed unlink, so a file open here still commits to it
- * (a remote delete does not throw away a local write in progress); a
- * directory's name is unlinked, because the kernel marks an rmdir'ed
- * directory dead and must get a new inode number if the store comes back.
+ * value's), or a new one that the unlink then orphans.  The acked unlink
+ * unlinks the name as a local unlink does: a file open here for writing
+ * then writes nothing at close (its key stays deleted, as documented), and
+ * a directory gets a new inode number if its store comes back (the kernel
+ * marks an rmdir'ed directory dead).
+ *
+ * Create or modify?  The DKV reports a set with the value it replaced in
+ * its mirror, which is not what this mount showed when a delete of its own
+ * was pending.  So the thread remembers the names whose last event the
+ * kernel raised was IN_DELETE (unlink, rename's source, the echo's unlink)
+ * until one raises IN_CREATE (create, mknod, rename's target, the echo's
+ * create), and a new value for such a name is echoed as a create.
  *
  * Order: the change callback invalidates the kernel's caches first (through
  * the notifier); the echo thread invalidates once more itself, right before
@@ -95,6 +102,8 @@ struct _ConatfsEcho {
   GCond cond;
   /* guarded by lock: */
   GHashTable *pending;          /* Job.key -> Job* (owned by queue) */
+  GHashTable *gone;             /* "DIR-INO/FILE-NAME" whose last name event
+                                   was IN_DELETE (set, owned) */
   GQueue queue;                 /* Job*, oldest first */
   gboolean stopping;
   gboolean busy;                /* the thread is making an echo */
@@ -255,14 +264,19 @@ shows_file (ConatfsFs *fs, ConatfsInode *dir, const char *file_name)
   return child != NULL && conatfs_inode_pending_size (fs, child) >= 0;
 }
 
-/* unlink: 0 to ack the echo of a delete, ENOENT if the file is back (made
- * here or elsewhere since): then the unlink raises no event. */
+/* unlink: 0 to ack the echo of a delete (the name is unlinked, as by a
+ * local unlink), ENOENT if the file is back (made here or elsewhere
+ * since): then the unlink raises no event. */
 int
 conatfs_echo_unlink_result (ConatfsFs *fs, fuse_ino_t parent, const char *file_name)
 {
   g_autoptr (ConatfsInode) dir = conatfs_inode_get (fs, parent);
 
-  return dir != NULL && shows_file (fs, dir, file_name) ? ENOENT : 0;
+  if (dir == NULL || shows_file (fs, dir, file_name))
+    return ENOENT;
+  conatfs_inode_unlink (fs, dir, file_name);
+  conatfs_echo_name_event (fs, parent, file_name, TRUE);
+  return 0;
 }
 
 /* lookup: the name the thread is creating does not exist for it, and the
@@ -294,6 +308,40 @@ conatfs_echo_reply_lookup (ConatfsFs *fs, fuse_req_t req, ConatfsInode *dir,
     reply_present (fs, req, dir, file_name, &job);
   g_free (job.name);
   return (job.ops & (OP_CREATE | OP_DELETE)) != 0;
+}
+
+/* The kernel raised IN_DELETE (GONE) or IN_CREATE for FILE_NAME in
+ * DIR_INO: a later change of the value is shown to watchers as a create
+ * while the name is gone for them. */
+void
+conatfs_echo_name_event (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name,
+                         gboolean gone)
+{
+  ConatfsEcho *echo = fs->echo;
+
+  if (echo == NULL)
+    return;
+  g_mutex_lock (&echo->lock);
+  if (gone)
+    g_hash_table_add (echo->gone, conatfs_name_key (dir_ino, file_name));
+  else if (g_hash_table_size (echo->gone) > 0)
+    {
+      g_autofree char *key = conatfs_name_key (dir_ino, file_name);
+
+      g_hash_table_remove (echo->gone, key);
+    }
+  g_mutex_unlock (&echo->lock);
+}
+
+static gboolean
+name_is_gone (ConatfsEcho *echo, const Job *job)
+{
+  gboolean gone;
+
+  g_mutex_lock (&echo->lock);
+  gone = g_hash_table_contains (echo->gone, job->key);
+  g_mutex_unlock (&echo->lock);
+  return gone;
 }
 
 /* This mount made or removed a store or scope itself: the poller must not
@@ -489,13 +537,15 @@ echo_modify (ConatfsEcho *echo, const Job *job, const char *path)
 }
 
 static void
-echo_run (ConatfsEcho *echo, const Job *job)
+echo_run (ConatfsEcho *echo, Job *job)
 {
   g_autofree char *path = echo_path (echo->fs, job->dir_ino, job->file_name);
   int fd;
 
   if (path == NULL) /* nobody watches a directory the kernel forgot */
     return;
+  if ((job->ops & OP_MODIFY) && !(job->ops & OP_DIR) && name_is_gone (echo, job))
+    job->ops = OP_CREATE; /* set again after IN_DELETE (a pending delete of ours, say) */
   g_debug ("echo %s%s%s%s %s", job->ops & OP_DELETE ? "delete " : "",
            job->ops & OP_CREATE ? "create " : "", job->ops & OP_MODIFY ? "modify " : "",
            job->ops & OP_DIR ? "dir" : "file", path);
@@ -572,6 +622,7 @@ conatfs_echo_new (ConatfsFs *fs)
   g_mutex_init (&echo->lock);
   g_cond_init (&echo->cond);
   echo->pending = g_hash_table_new (g_str_hash, g_str_equal);
+  echo->gone = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   g_queue_init (&echo->queue);
   echo->thread = g_thread_new ("conatfs-echo", echo_thread, echo);
   /* One embedded mount has no changes made elsewhere. */
@@ -604,6 +655,7 @@ conatfs_echo_free (ConatfsEcho *echo)
   conatfs_echo_stop (echo);
   g_clear_pointer (&echo->poller, conatfs_dir_poller_free);
   g_hash_table_unref (echo->pending);
+  g_hash_table_unref (echo->gone);
   g_free (echo->current.file_name);
   g_free (echo->current.name);
   g_mutex_clear (&echo->lock);

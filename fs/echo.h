@@ -40,6 +40,8 @@ void conatfs_echo_queue (ConatfsEcho *echo, fuse_ino_t dir_ino, const char *file
 /* Handler hooks (each a no-op for requests of other threads). */
 gboolean conatfs_echo_reply_lookup (ConatfsFs *fs, fuse_req_t req, ConatfsInode *dir,
                                     const char *file_name);
+void conatfs_echo_name_event (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name,
+                              gboolean gone);
 int conatfs_echo_unlink_result (ConatfsFs *fs, fuse_ino_t parent, const char *file_name);
 void conatfs_echo_dir_changed (ConatfsFs *fs, ConatfsInode *dir, const char *file_name,
                                gboolean exists);

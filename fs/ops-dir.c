@@ -436,6 +436,7 @@ conatfs_op_mknod (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
   child = conatfs_inode_lookup (fs, dir, name,
                                 target.local ? CONATFS_INODE_LOCAL : CONATFS_INODE_KEY,
                                 target.key);
+  conatfs_echo_name_event (fs, parent, name, FALSE);
   reply_entry (req, fs, child, "mknod");
 }
 
@@ -504,6 +505,7 @@ conatfs_op_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t m
       conatfs_inode_forget (fs, child->ino, 1);
       return conatfs_reply_err (req, "create", err);
     }
+  conatfs_echo_name_event (fs, parent, name, FALSE);
   reply_create (req, fs, child, handle, fi);
 }
 
@@ -529,6 +531,8 @@ conatfs_op_unlink (fuse_req_t req, fuse_ino_t parent, const char *name)
     err = 0;
   if (err == 0)
     conatfs_inode_unlink (fs, dir, name);
+  if (err == 0)
+    conatfs_echo_name_event (fs, parent, name, TRUE);
   conatfs_reply_err (req, "unlink", err);
 }
 
@@ -593,7 +597,14 @@ conatfs_op_rename (fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino
       || conatfs_channel_in_scope (fs, new_parent, new_name))
     err = EPERM; /* a subscription, not data to move (nor to copy: no EXDEV) */
   else if (kind == CONATFS_INODE_STORE && new_kind == CONATFS_INODE_STORE)
-    err = rename_file (fs, dir, name, new_dir, new_name, flags);
+    {
+      err = rename_file (fs, dir, name, new_dir, new_name, flags);
+      if (err == 0) /* IN_MOVED_FROM, IN_MOVED_TO */
+        {
+          conatfs_echo_name_event (fs, parent, name, TRUE);
+          conatfs_echo_name_event (fs, new_parent, new_name, FALSE);
+        }
+    }
   else if (kind == new_kind && (kind == CONATFS_INODE_ROOT || kind == CONATFS_INODE_SCOPE))
     err = EXDEV; /* stores and scopes cannot be renamed: mv copies them */
   else

@@ -203,7 +203,9 @@ conatfs_open_file (ConatfsFs *fs, ConatfsInode *inode, struct fuse_file_info *fi
 
   if (err != 0)
     return err;
-  keep_cache = conatfs_inode_take_cache (fs, inode);
+  /* Only a reader's open vouches for the pages: a writer's (the inotify
+   * echo's too) reads nothing into them. */
+  keep_cache = !writable && conatfs_inode_take_cache (fs, inode);
   if (!truncate)
     {
       value = conatfs_target_get (fs, &target, NULL);
