@@ -275,6 +275,18 @@ def saved(m):
     return s["connected"] and s["pending"] == 0
 
 
+@pytest.fixture
+def settle_echoes(mount_factory):
+    """At the end of a test, waits until no running mount has an inotify echo
+    of a remote change queued: a daemon unmounted while its echo thread works
+    through its own mountpoint can hang for good (a conatfs bug, reported)."""
+    yield
+    for d in mount_factory.daemons:
+        if d.proc.poll() is None and os.path.ismount(d.path):
+            wait_until(lambda: status(d).get("echoes_pending", 0) == 0, timeout=60,
+                       what=f"the inotify echoes of {d.path}")
+
+
 def shows(path, value: bytes):
     """PATH reads VALUE (None: PATH does not exist)."""
     try:

@@ -8,8 +8,11 @@ import os
 import pytest
 
 from conftest import Backend
+from natsfixtures import settle_echoes  # noqa: F401 (fixture)
 from natsfixtures import bucket, kvjs, kvjs_get, saved, shows
 from util import read, run, wait_until, write
+
+pytestmark = pytest.mark.usefixtures("settle_echoes")
 
 SETTLE = 60.0  # a watch whose consumer lived on the lost node resumes after missed heartbeats
 

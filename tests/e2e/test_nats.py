@@ -13,9 +13,12 @@ import os
 import pytest
 
 from conftest import Backend
+from natsfixtures import settle_echoes  # noqa: F401 (fixture)
 from natsfixtures import (bucket, fsync_errno, kvjs, kvjs_dump, kvjs_get, nats_key, saved,
                           shows, status)
 from util import fails_with, read, run, wait_until, write
+
+pytestmark = pytest.mark.usefixtures("settle_echoes")
 
 
 @pytest.fixture
