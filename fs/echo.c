@@ -82,6 +82,7 @@ enum {
 };
 
 #define CREATE_TRIES 3 /* a lookup by someone else may bring the entry back */
+#define GONE_MAX 65536 /* names remembered as deleted */
 
 typedef struct {
   char *key;          /* "DIR-INO/FILE-NAME": the pending table's key */
@@ -322,6 +323,8 @@ conatfs_echo_name_event (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_nam
   if (echo == NULL)
     return;
   g_mutex_lock (&echo->lock);
+  if (gone && g_hash_table_size (echo->gone) >= GONE_MAX) /* forget old deletes */
+    g_hash_table_remove_all (echo->gone);
   if (gone)
     g_hash_table_add (echo->gone, conatfs_name_key (dir_ino, file_name));
   else if (g_hash_table_size (echo->gone) > 0)
