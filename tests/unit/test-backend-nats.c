@@ -1500,6 +1500,36 @@ test_ephemeral_flip_elsewhere (Fixture *fx, gconstpointer data)
   backend_free (b);
 }
 
+/* Queries while disconnected fail at once as DISCONNECTED (callers fall
+ * back on the open stores), not after the 5 s JetStream timeout. */
+static void
+test_offline_queries (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) names = NULL;
+  ConatStoreInfo info;
+
+  g_assert_true (a->klass->create_store (a, "p", "s", FALSE, &error));
+  g_assert_no_error (error);
+  server_stop_signal (&fx->srv, SIGTERM);
+  wait_disconnected (a);
+  g_assert_false (a->klass->store_info (a, "p", "s", &info, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_DISCONNECTED);
+  g_clear_error (&error);
+  g_assert_false (a->klass->has_scope (a, "p", &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_DISCONNECTED);
+  g_clear_error (&error);
+  names = a->klass->list_stores (a, "p", &error);
+  g_assert_null (names);
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_DISCONNECTED);
+  g_clear_error (&error);
+  names = a->klass->list_scopes (a, &error);
+  g_assert_null (names);
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_DISCONNECTED);
+  backend_free (a);
+}
+
 static void
 test_no_server (void)
 {
@@ -1543,6 +1573,7 @@ main (int argc, char **argv)
   ADD ("/nats/permission", test_permission, deny_config);
   ADD ("/nats/ephemeral-flip", test_ephemeral_flip, NULL);
   ADD ("/nats/ephemeral-flip-elsewhere", test_ephemeral_flip_elsewhere, NULL);
+  ADD ("/nats/offline-queries", test_offline_queries, NULL);
 #undef ADD
   g_test_add_func ("/nats/no-server", test_no_server);
   return g_test_run ();
