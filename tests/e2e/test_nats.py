@@ -162,6 +162,11 @@ def test_offline_writes_are_queued_and_saved(pair, nats):
         write(f"{da}/{k}", v, "wb")  # close succeeds: the value is queued
     assert read(f"{da}/k7") == "offline 7"  # and reads from the replica
     assert read(f"{db}/old") == "before"
+    with open("/proc/sys/vm/drop_caches", "w") as f:  # lookups go to the daemons again
+        f.write("2\n")
+    assert read(f"{da}/k7") == "offline 7" and read(f"{db}/old") == "before"
+    assert sorted(os.listdir(da)) == sorted(values)
+    write(f"{da}/k0", "offline 0")  # the same value again, after the lookups
     assert status(a)["pending"] == len(values)
     assert fsync_errno(f"{da}/k0") in (errno.EIO, errno.ETIMEDOUT)
     assert status(a)["pending"] == len(values)  # still queued
