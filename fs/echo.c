@@ -53,6 +53,13 @@
  * value.  The thread sends those notices holding no lock, outside any
  * handler, which is what the notify calls need.
  *
+ * The thread works below an O_PATH descriptor of the mount's root, opened
+ * for each echo and checked to be this mount's root: after an unmount, a
+ * path through the mountpoint would reach the directory underneath (a
+ * scope's mkdir would make one there).  While an echo runs, the mount is
+ * busy: a `fusermount3 -u` at that moment fails with EBUSY (retry it, or
+ * stop the daemon with SIGTERM, which ends the echo thread first).
+ *
  * Deadlocks.  The thread's syscalls are served by FUSE workers, which take
  * fs->lock; so the thread holds no lock of ours while it makes one, and no
  * handler ever waits for the thread.  Change callbacks (core threads) only
@@ -98,6 +105,7 @@ struct _ConatfsEcho {
   ConatfsDirPoller *poller;     /* immutable; NULL if the backend needs none */
   GThread *thread;              /* main thread only */
   gint tid;                     /* atomic: the thread's id, 0 until it runs */
+  dev_t dev;                    /* the thread's: the mount's device, once seen */
 
   GMutex lock;
   GCond cond;
@@ -365,13 +373,13 @@ conatfs_echo_dir_changed (ConatfsFs *fs, ConatfsInode *dir, const char *file_nam
 
 /* ------------------------------------------------------------ the thread */
 
-/* The path of FILE_NAME in DIR_INO through the mountpoint, or NULL if the
+/* The path of FILE_NAME in DIR_INO from the mount's root, or NULL if the
  * kernel does not know that directory (any more). */
 static char *
 echo_path (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name)
 {
   g_autoptr (GPtrArray) parts = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (GString) path = g_string_new (fs->mountpoint);
+  g_autoptr (GString) path = g_string_new (NULL);
   ConatfsInode *inode;
 
   g_mutex_lock (&fs->lock);
@@ -388,9 +396,30 @@ echo_path (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name)
   if (inode == NULL)
     return NULL;
   for (guint i = parts->len; i > 0; i--)
-    g_string_append_printf (path, "/%s", (char *) parts->pdata[i - 1]);
-  g_string_append_printf (path, "/%s", file_name);
+    g_string_append_printf (path, "%s/", (char *) parts->pdata[i - 1]);
+  g_string_append (path, file_name);
   return g_string_free (g_steal_pointer (&path), FALSE);
+}
+
+/* An O_PATH descriptor of this mount's root, or -1 if the mountpoint no
+ * longer shows it (unmounted: a path there would reach the directory
+ * underneath).  Held for one echo, so every syscall of it reaches this
+ * mount and nothing else. */
+static int
+echo_root (ConatfsEcho *echo)
+{
+  int fd = open (echo->fs->mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  struct stat st;
+
+  if (fd >= 0 && fstat (fd, &st) == 0 && st.st_ino == FUSE_ROOT_ID
+      && (echo->dev == 0 || st.st_dev == echo->dev))
+    {
+      echo->dev = st.st_dev;
+      return fd;
+    }
+  if (fd >= 0)
+    close (fd);
+  return -1;
 }
 
 /* Tells lookups what the thread is about to do with JOB's name (OP), or,
@@ -481,13 +510,13 @@ echo_touch (ConatfsEcho *echo, const Job *job, int fd)
 }
 
 static void
-echo_delete (ConatfsEcho *echo, const Job *job, const char *path)
+echo_delete (ConatfsEcho *echo, const Job *job, int root, const char *path)
 {
   gboolean is_dir = (job->ops & OP_DIR) != 0;
 
   echo_begin (echo, job, OP_DELETE);
   echo_inval_entry (echo->fs, job);
-  if ((is_dir ? rmdir (path) : unlink (path)) != 0)
+  if (unlinkat (root, path, is_dir ? AT_REMOVEDIR : 0) != 0)
     g_debug ("echo: %s %s: %s", is_dir ? "rmdir" : "unlink", path, g_strerror (errno));
   echo_begin (echo, job, 0);
 }
@@ -495,7 +524,7 @@ echo_delete (ConatfsEcho *echo, const Job *job, const char *path)
 /* Creates JOB's name; for a file, returns the open descriptor.  -1 with
  * errno set if it failed. */
 static int
-echo_create (ConatfsEcho *echo, const Job *job, const char *path)
+echo_create (ConatfsEcho *echo, const Job *job, int root, const char *path)
 {
   gboolean is_dir = (job->ops & OP_DIR) != 0;
   int fd = -1, err = 0;
@@ -505,9 +534,9 @@ echo_create (ConatfsEcho *echo, const Job *job, const char *path)
       echo_begin (echo, job, OP_CREATE);
       echo_inval_entry (echo->fs, job);
       if (is_dir)
-        fd = mkdir (path, 0755);
+        fd = mkdirat (root, path, 0755);
       else
-        fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = openat (root, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       err = errno;
       echo_begin (echo, job, 0);
       if (fd >= 0 || err != EEXIST)
@@ -520,7 +549,7 @@ echo_create (ConatfsEcho *echo, const Job *job, const char *path)
 }
 
 static void
-echo_modify (ConatfsEcho *echo, const Job *job, const char *path)
+echo_modify (ConatfsEcho *echo, const Job *job, int root, const char *path)
 {
   g_autoptr (ConatfsInode) child = echo_child (echo->fs, job);
   int fd;
@@ -529,7 +558,7 @@ echo_modify (ConatfsEcho *echo, const Job *job, const char *path)
     fuse_lowlevel_notify_inval_inode (echo->fs->session, child->ino,
                                       conatfs_inode_kind (echo->fs, child)
                                       == CONATFS_INODE_KEY ? 0 : -1, 0);
-  fd = open (path, O_WRONLY | O_CLOEXEC);
+  fd = openat (root, path, O_WRONLY | O_CLOEXEC);
   if (fd < 0)
     {
       g_debug ("echo: open %s: %s", path, g_strerror (errno));
@@ -539,24 +568,17 @@ echo_modify (ConatfsEcho *echo, const Job *job, const char *path)
   close (fd);
 }
 
+/* Makes JOB's syscalls below the mount's root ROOT. */
 static void
-echo_run (ConatfsEcho *echo, Job *job)
+echo_ops (ConatfsEcho *echo, const Job *job, int root, const char *path)
 {
-  g_autofree char *path = echo_path (echo->fs, job->dir_ino, job->file_name);
   int fd;
 
-  if (path == NULL) /* nobody watches a directory the kernel forgot */
-    return;
-  if ((job->ops & OP_MODIFY) && !(job->ops & OP_DIR) && name_is_gone (echo, job))
-    job->ops = OP_CREATE; /* set again after IN_DELETE (a pending delete of ours, say) */
-  g_debug ("echo %s%s%s%s %s", job->ops & OP_DELETE ? "delete " : "",
-           job->ops & OP_CREATE ? "create " : "", job->ops & OP_MODIFY ? "modify " : "",
-           job->ops & OP_DIR ? "dir" : "file", path);
   if (job->ops & OP_DELETE)
-    echo_delete (echo, job, path);
+    echo_delete (echo, job, root, path);
   if (job->ops & OP_CREATE)
     {
-      fd = echo_create (echo, job, path);
+      fd = echo_create (echo, job, root, path);
       if (job->ops & OP_DIR)
         return;
       if (fd >= 0)
@@ -569,7 +591,30 @@ echo_run (ConatfsEcho *echo, Job *job)
         return;
     }
   if (!(job->ops & OP_DIR) && (job->ops & (OP_CREATE | OP_MODIFY)))
-    echo_modify (echo, job, path);
+    echo_modify (echo, job, root, path);
+}
+
+static void
+echo_run (ConatfsEcho *echo, Job *job)
+{
+  g_autofree char *path = echo_path (echo->fs, job->dir_ino, job->file_name);
+  int root;
+
+  if (path == NULL) /* nobody watches a directory the kernel forgot */
+    return;
+  if ((job->ops & OP_MODIFY) && !(job->ops & OP_DIR) && name_is_gone (echo, job))
+    job->ops = OP_CREATE; /* set again after IN_DELETE (a pending delete of ours, say) */
+  g_debug ("echo %s%s%s%s %s", job->ops & OP_DELETE ? "delete " : "",
+           job->ops & OP_CREATE ? "create " : "", job->ops & OP_MODIFY ? "modify " : "",
+           job->ops & OP_DIR ? "dir" : "file", path);
+  root = echo_root (echo);
+  if (root < 0)
+    {
+      g_debug ("echo: %s no longer shows this mount", echo->fs->mountpoint);
+      return;
+    }
+  echo_ops (echo, job, root, path);
+  close (root);
 }
 
 static gpointer
