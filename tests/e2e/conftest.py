@@ -78,9 +78,18 @@ class Daemon:
             time.sleep(0.01)
 
     def unmount(self):
-        """fusermount3 -u, then the daemon must exit 0."""
-        res = subprocess.run(["fusermount3", "-u", self.path], capture_output=True, text=True)
-        assert res.returncode == 0, f"fusermount3 -u failed: {res.stderr}"
+        """fusermount3 -u, then the daemon must exit 0.  EBUSY is retried
+        until the deadline: while the daemon's inotify echo of a remote
+        change runs through the mount, the mount is busy (fs/echo.c)."""
+        result = []
+
+        def unmounted():
+            res = subprocess.run(["fusermount3", "-u", self.path], capture_output=True, text=True)
+            result[:] = [res]
+            return res.returncode == 0 or "busy" not in res.stderr
+
+        wait_until(unmounted, what=f"{self.path} to be unmounted (EBUSY)")
+        assert result[0].returncode == 0, f"fusermount3 -u failed: {result[0].stderr}"
         self.wait_exit()
 
     def stop(self, signum=signal.SIGTERM):
