@@ -481,36 +481,39 @@ nats_store_request_check (ConatBackendStore *st)
   g_mutex_unlock (&be->mu);
 }
 
-void
-nats_stores_bucket_changed (NatsBackend *be, const char *bucket)
+/* Asks the maintenance thread to check every handle of BUCKET: REMOTE when
+ * another client made or removed it (check without re-creating it). */
+static void
+request_bucket_check (NatsBackend *be, const char *bucket, gboolean remote)
 {
   g_mutex_lock (&be->mu);
   for (GList *l = be->stores; l; l = l->next)
     {
       ConatBackendStore *st = l->data;
 
-      if (strcmp (st->bucket, bucket) == 0)
-        st->check_wanted = be->maint_wanted = TRUE;
+      if (strcmp (st->bucket, bucket) != 0)
+        continue;
+      if (remote)
+        st->remote_check_wanted = TRUE;
+      else
+        st->check_wanted = TRUE;
+      be->maint_wanted = TRUE;
     }
   g_cond_broadcast (&be->cond);
   g_mutex_unlock (&be->mu);
 }
 
-/* The server says BUCKET's stream was created or deleted: check the handles
- * of BUCKET without re-creating it. */
+void
+nats_stores_bucket_changed (NatsBackend *be, const char *bucket)
+{
+  request_bucket_check (be, bucket, FALSE);
+}
+
+/* The server says BUCKET's stream was created or deleted. */
 void
 nats_stores_bucket_changed_remotely (NatsBackend *be, const char *bucket)
 {
-  g_mutex_lock (&be->mu);
-  for (GList *l = be->stores; l; l = l->next)
-    {
-      ConatBackendStore *st = l->data;
-
-      if (strcmp (st->bucket, bucket) == 0)
-        st->remote_check_wanted = be->maint_wanted = TRUE;
-    }
-  g_cond_broadcast (&be->cond);
-  g_mutex_unlock (&be->mu);
+  request_bucket_check (be, bucket, TRUE);
 }
 
 /* The handles of BUCKET learn its new options at once (other clients' at

@@ -103,36 +103,35 @@ save (ConatDkv *kv)
   g_assert_no_error (error);
 }
 
+/* Polls COND until it holds or the deadline passes; its value. */
+#define EVENTUALLY(cond)                                                   \
+  ({                                                                       \
+    gint64 deadline_ = g_get_monotonic_time () + DEADLINE_US;              \
+    gboolean ok_;                                                          \
+    while (!(ok_ = (cond)) && g_get_monotonic_time () < deadline_)         \
+      g_usleep (1000);                                                     \
+    ok_;                                                                   \
+  })
+
+static gboolean
+reads_str (ConatDkv *kv, const char *key, const char *value)
+{
+  g_autofree char *now = get_str (kv, key);
+
+  return g_strcmp0 (now, value) == 0;
+}
+
 /* Polls until KEY reads VALUE (NULL: absent) or the deadline passes. */
 static gboolean
 eventually_str (ConatDkv *kv, const char *key, const char *value)
 {
-  gint64 deadline = g_get_monotonic_time () + DEADLINE_US;
-
-  do
-    {
-      g_autofree char *now = get_str (kv, key);
-      if (g_strcmp0 (now, value) == 0)
-        return TRUE;
-      g_usleep (1000);
-    }
-  while (g_get_monotonic_time () < deadline);
-  return FALSE;
+  return EVENTUALLY (reads_str (kv, key, value));
 }
 
 static gboolean
 eventually_length (ConatDkv *kv, gssize length)
 {
-  gint64 deadline = g_get_monotonic_time () + DEADLINE_US;
-
-  do
-    {
-      if (conat_dkv_length (kv, NULL) == length)
-        return TRUE;
-      g_usleep (1000);
-    }
-  while (g_get_monotonic_time () < deadline);
-  return FALSE;
+  return EVENTUALLY (conat_dkv_length (kv, NULL) == length);
 }
 
 /* 1 */
@@ -534,23 +533,21 @@ record_change (ConatDkv *kv, const char *key, GBytes *value, GBytes *prev, gbool
   g_mutex_unlock (&ev->lock);
 }
 
+static guint
+events_len (Events *ev)
+{
+  guint len;
+
+  g_mutex_lock (&ev->lock);
+  len = ev->events->len;
+  g_mutex_unlock (&ev->lock);
+  return len;
+}
+
 static gboolean
 eventually_events (Events *ev, guint n)
 {
-  gint64 deadline = g_get_monotonic_time () + DEADLINE_US;
-  guint len;
-
-  do
-    {
-      g_mutex_lock (&ev->lock);
-      len = ev->events->len;
-      g_mutex_unlock (&ev->lock);
-      if (len >= n)
-        return TRUE;
-      g_usleep (1000);
-    }
-  while (g_get_monotonic_time () < deadline);
-  return FALSE;
+  return EVENTUALLY (events_len (ev) >= n);
 }
 
 static void
