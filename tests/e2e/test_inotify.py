@@ -19,13 +19,12 @@ import threading
 import pytest
 
 from conftest import Backend
-from natsfixtures import settle_echoes  # noqa: F401 (fixture)
+from natsfixtures import kvjs, settle_echoes  # noqa: F401 (settle_echoes: fixture)
 from util import DEADLINE, read, run, wait_until, write
 
 # An unmount while an echo runs through the mountpoint fails with EBUSY.
 pytestmark = pytest.mark.usefixtures("settle_echoes")
 
-PUT_JS = os.path.join(os.environ["SOURCE_ROOT"], "tests", "interop", "inotify-put.js")
 
 
 @pytest.fixture
@@ -256,17 +255,13 @@ def test_inotifywait_sees_changes_made_by_a_nats_client(mount_factory, watchers,
     os.makedirs(db)
     w = watchers.inotifywait(b.path)
 
-    def node(*args):
-        subprocess.run(["node", PUT_JS, nats_server, "conat_p-s", *args], check=True,
-                       timeout=60)
-
-    node("k", "from node")
+    kvjs(nats_server, "put", "conat_p-s", "k", input=b"from node")
     wait_events(w, "p/s/k", ["CREATE", "CLOSE_WRITE"])
     assert read(f"{db}/k") == "from node"
-    node("k", "changed by node")
+    kvjs(nats_server, "put", "conat_p-s", "k", input=b"changed by node")
     wait_events(w, "p/s/k", ["CREATE", "CLOSE_WRITE", "MODIFY", "CLOSE_WRITE"])
     assert read(f"{db}/k") == "changed by node"
-    node("k")
+    kvjs(nats_server, "del", "conat_p-s", "k")
     wait_events(w, "p/s/k", ["CREATE", "MODIFY", "CLOSE_WRITE", "DELETE"])
     assert not os.path.exists(f"{db}/k")
 
