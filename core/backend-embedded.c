@@ -952,7 +952,7 @@ embedded_remove_store (ConatBackend *backend, const char *scope, const char *nam
 
 static gboolean
 embedded_store_info (ConatBackend *backend, const char *scope, const char *name,
-                     ConatStoreInfo *info, GError **error)
+                     ConatStoreInfo *info, gboolean count, GError **error)
 {
   EmbeddedBackend *b = (EmbeddedBackend *) backend;
   g_autoptr(GMutexLocker) locker = g_mutex_locker_new (&b->db_lock);

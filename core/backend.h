@@ -68,8 +68,10 @@ struct _ConatBackendClass {
                             gboolean ephemeral, GError **error);
   gboolean (*remove_store) (ConatBackend *backend, const char *scope, const char *name,
                             GError **error);
+  /* Without COUNT, keys and bytes may be left 0 (a cheap existence and
+   * options query). */
   gboolean (*store_info) (ConatBackend *backend, const char *scope, const char *name,
-                          ConatStoreInfo *info, GError **error);
+                          ConatStoreInfo *info, gboolean count, GError **error);
   gboolean (*set_store_ephemeral) (ConatBackend *backend, const char *scope, const char *name,
                                    gboolean ephemeral, GError **error);
   /* Stores MERGE (a name conat_merge_lookup knows; NULL: unchanged) and

@@ -165,7 +165,17 @@ conat_client_store_info (ConatClient *client, const char *scope, const char *nam
 {
   if (!check_name ("scope", scope, FALSE, error) || !check_name ("store", name, FALSE, error))
     return FALSE;
-  return client->backend->klass->store_info (client->backend, scope, name, info, error);
+  return client->backend->klass->store_info (client->backend, scope, name, info, TRUE, error);
+}
+
+gboolean
+conat_client_store_options (ConatClient *client, const char *scope, const char *name,
+                            ConatStoreInfo *info, GError **error)
+{
+  if (!check_name ("scope", scope, FALSE, error) || !check_name ("store", name, FALSE, error))
+    return FALSE;
+  memset (info, 0, sizeof *info);
+  return client->backend->klass->store_info (client->backend, scope, name, info, FALSE, error);
 }
 
 gboolean

@@ -111,6 +111,10 @@ gboolean conat_client_remove_store (ConatClient *client, const char *scope, cons
 /* FALSE with CONAT_ERROR_NOT_FOUND if there is no such store. */
 gboolean conat_client_store_info (ConatClient *client, const char *scope, const char *name,
                                   ConatStoreInfo *info, GError **error);
+/* The same without keys and bytes (left 0): whether the store exists, its
+ * kind, merge and limits, without counting its keys (a bucket scan on NATS). */
+gboolean conat_client_store_options (ConatClient *client, const char *scope, const char *name,
+                                     ConatStoreInfo *info, GError **error);
 /* CONAT_ERROR_BUSY if the store holds keys. */
 gboolean conat_client_set_store_ephemeral (ConatClient *client, const char *scope,
                                            const char *name, gboolean ephemeral, GError **error);

@@ -579,7 +579,7 @@ nats_remove_store (ConatBackend *backend, const char *scope, const char *name, G
 
 gboolean
 nats_store_info (ConatBackend *backend, const char *scope, const char *name,
-                 ConatStoreInfo *info, GError **error)
+                 ConatStoreInfo *info, gboolean count_keys, GError **error)
 {
   NatsBackend *be = (NatsBackend *) backend;
   g_autofree char *bucket = conat_nats_bucket_name (scope, name, error);
@@ -591,6 +591,8 @@ nats_store_info (ConatBackend *backend, const char *scope, const char *name,
   info->ephemeral = si->Config->Storage == js_MemoryStorage;
   nats_config_read (si->Config, info);
   jsStreamInfo_Destroy (si);
+  if (!count_keys)
+    return TRUE;
   if (!bucket_count (be, bucket, &count, error))
     return FALSE;
   info->keys = count.keys;

@@ -130,7 +130,7 @@ gboolean nats_create_store (ConatBackend *backend, const char *scope, const char
 gboolean nats_remove_store (ConatBackend *backend, const char *scope, const char *name,
                             GError **error);
 gboolean nats_store_info (ConatBackend *backend, const char *scope, const char *name,
-                          ConatStoreInfo *info, GError **error);
+                          ConatStoreInfo *info, gboolean count, GError **error);
 gboolean nats_set_store_ephemeral (ConatBackend *backend, const char *scope, const char *name,
                                    gboolean ephemeral, GError **error);
 gboolean nats_stream_info (NatsBackend *be, const char *bucket, jsStreamInfo **si,

@@ -83,7 +83,7 @@ find_store (ConatfsFs *fs, const char *scope, const char *file_name, char **stor
       *store = match_shortened (stores, CONATFS_NAME_STORE, file_name);
       return *store ? 0 : ENOENT;
     case CONATFS_NAME_DECODED:
-      if (conat_client_store_info (fs->client, scope, *store, &info, &error))
+      if (conat_client_store_options (fs->client, scope, *store, &info, &error))
         return 0;
       if (!g_error_matches (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND))
         {

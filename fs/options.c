@@ -109,7 +109,7 @@ conatfs_options_refresh (ConatfsFs *fs, ConatfsStore *store)
   g_mutex_lock (&fs->lock);
   fresh = g_get_monotonic_time () - store->options_us < CONATFS_OPTIONS_TTL_US;
   g_mutex_unlock (&fs->lock);
-  if (!fresh && conat_client_store_info (fs->client, store->scope, store->name, &info, NULL))
+  if (!fresh && conat_client_store_options (fs->client, store->scope, store->name, &info, NULL))
     options_note (fs, store, &info);
 }
 

@@ -113,7 +113,7 @@ store_open (ConatfsFs *fs, const char *scope, const char *name, GError **error)
   g_autoptr (ConatDkv) kv = NULL;
   ConatfsStore *store;
 
-  if (conat_client_store_info (fs->client, scope, name, &info, NULL))
+  if (conat_client_store_options (fs->client, scope, name, &info, NULL))
     opts.ephemeral = info.ephemeral;
   if (!conat_merge_lookup (info.merge, &opts.merge))
     opts.merge = NULL;

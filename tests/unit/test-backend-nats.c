@@ -550,27 +550,27 @@ test_namespace (Fixture *fx, gconstpointer data)
   g_assert_true (has_name (scopes, "proj 1"));
   g_clear_pointer (&scopes, g_ptr_array_unref);
 
-  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, TRUE, &error));
   g_assert_false (info.ephemeral);
   g_assert_cmpuint (info.keys, ==, 0);
-  g_assert_true (b->klass->store_info (b, "proj 1", "cursors.x", &info, &error));
+  g_assert_true (b->klass->store_info (b, "proj 1", "cursors.x", &info, TRUE, &error));
   g_assert_true (info.ephemeral);
-  g_assert_false (b->klass->store_info (b, "proj 1", "missing", &info, &error));
+  g_assert_false (b->klass->store_info (b, "proj 1", "missing", &info, TRUE, &error));
   g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND);
   g_clear_error (&error);
 
   /* Ephemeral flag: flips while empty, BUSY with keys. */
   g_assert_true (a->klass->set_store_ephemeral (a, "proj 1", "settings", TRUE, &error));
   g_assert_no_error (error);
-  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, TRUE, &error));
   g_assert_true (info.ephemeral);
   g_assert_true (a->klass->set_store_ephemeral (a, "proj 1", "settings", FALSE, &error));
-  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, TRUE, &error));
   g_assert_false (info.ephemeral);
 
   st = store_open (a, "proj 1", "settings", FALSE, &r, NULL);
   put_one (a, st, "k", bytes ("12345"), 1, 1);
-  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, TRUE, &error));
   g_assert_cmpuint (info.keys, ==, 1);
   g_assert_cmpuint (info.bytes, ==, 5);
   g_assert_false (b->klass->set_store_ephemeral (b, "proj 1", "settings", TRUE, &error));
@@ -580,7 +580,7 @@ test_namespace (Fixture *fx, gconstpointer data)
   g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_EMPTY);
   g_clear_error (&error);
   put_one (a, st, "k", NULL, 1, 2);
-  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, &error));
+  g_assert_true (b->klass->store_info (b, "proj 1", "settings", &info, TRUE, &error));
   g_assert_cmpuint (info.keys, ==, 0);
   a->klass->store_close (st);
 
@@ -923,12 +923,12 @@ test_options (Fixture *fx, gconstpointer data)
 
   recorder_init (&r);
   st = store_open (a, "p", "opts", FALSE, &r, NULL);
-  g_assert_true (b->klass->store_info (b, "p", "opts", &info, &error));
+  g_assert_true (b->klass->store_info (b, "p", "opts", &info, TRUE, &error));
   g_assert_cmpstr (info.merge, ==, "lww");
   g_assert_cmpint (info.limits.max_keys, ==, 0);
   g_assert_true (a->klass->set_store_config (a, "p", "opts", "lines", &limits, &error));
   g_assert_no_error (error);
-  g_assert_true (b->klass->store_info (b, "p", "opts", &info, &error));
+  g_assert_true (b->klass->store_info (b, "p", "opts", &info, TRUE, &error));
   g_assert_cmpstr (info.merge, ==, "lines");
   g_assert_cmpint (info.limits.max_value_size, ==, 10);
   g_assert_cmpint (info.limits.max_keys, ==, 2);
@@ -951,7 +951,7 @@ test_options (Fixture *fx, gconstpointer data)
   limits = (ConatStoreLimits) { 0, 60000, 0, 0 };
   g_assert_true (a->klass->set_store_config (a, "p", "opts", "json", &limits, &error));
   g_assert_no_error (error);
-  g_assert_true (b->klass->store_info (b, "p", "opts", &info, &error));
+  g_assert_true (b->klass->store_info (b, "p", "opts", &info, TRUE, &error));
   g_assert_cmpstr (info.merge, ==, "json");
   g_assert_cmpint (info.limits.max_age_ms, ==, 60000);
   g_assert_cmpint (info.limits.max_bytes, ==, 0);
@@ -969,7 +969,7 @@ test_options (Fixture *fx, gconstpointer data)
   recorder_wait (&r, 2);
   g_assert_cmpstr (recorder_change (&r, 1)->key, ==, "old");
   g_assert_null (recorder_change (&r, 1)->value);
-  g_assert_true (b->klass->store_info (b, "p", "aged", &info, &error));
+  g_assert_true (b->klass->store_info (b, "p", "aged", &info, TRUE, &error));
   g_assert_cmpuint (info.keys, ==, 0);
 
   a->klass->store_close (st);
@@ -1245,7 +1245,7 @@ test_restart (Fixture *fx, gconstpointer data)
   wait_connected (b);
 
   /* The persistent store kept its keys, and the open handle sees new writes. */
-  g_assert_true (b->klass->store_info (b, "p", "persist", &info, &error));
+  g_assert_true (b->klass->store_info (b, "p", "persist", &info, TRUE, &error));
   g_assert_no_error (error);
   g_assert_cmpuint (info.keys, ==, 2);
   pb = store_open (b, "p", "persist", FALSE, &rpb, NULL);
@@ -1277,7 +1277,7 @@ test_restart (Fixture *fx, gconstpointer data)
   s = recorder_change (&reb, 4);
   g_assert_cmpstr (s->key, ==, "e3");
   g_assert_nonnull (s->value);
-  g_assert_true (b->klass->store_info (b, "p", "ephem", &info, &error));
+  g_assert_true (b->klass->store_info (b, "p", "ephem", &info, TRUE, &error));
   g_assert_true (info.ephemeral);
   g_assert_cmpuint (info.keys, ==, 1);
 
@@ -1434,7 +1434,7 @@ test_ephemeral_flip (Fixture *fx, gconstpointer data)
   g_assert_cmpuint (put_retrying (a, st, "k2", v), >, first + 1);
   recorder_wait (&r, 3);
   g_assert_cmpstr (recorder_change (&r, 2)->key, ==, "k2");
-  g_assert_true (a->klass->store_info (a, "p", "flip", &info, &error));
+  g_assert_true (a->klass->store_info (a, "p", "flip", &info, TRUE, &error));
   g_assert_true (info.ephemeral);
   g_assert_cmpuint (info.keys, ==, 1);
 
@@ -1450,7 +1450,7 @@ test_ephemeral_flip (Fixture *fx, gconstpointer data)
   recorder_wait (&r, 1);
   g_assert_cmpstr (recorder_change (&r, 0)->key, ==, "back");
   g_assert_cmpuint (recorder_change (&r, 0)->revision, ==, first);
-  g_assert_true (a->klass->store_info (a, "p", "gone", &info, &error));
+  g_assert_true (a->klass->store_info (a, "p", "gone", &info, TRUE, &error));
   g_assert_false (info.ephemeral);
   g_assert_cmpuint (info.keys, ==, 1);
 
@@ -1514,7 +1514,7 @@ test_offline_queries (Fixture *fx, gconstpointer data)
   g_assert_no_error (error);
   server_stop_signal (&fx->srv, SIGTERM);
   wait_disconnected (a);
-  g_assert_false (a->klass->store_info (a, "p", "s", &info, &error));
+  g_assert_false (a->klass->store_info (a, "p", "s", &info, TRUE, &error));
   g_assert_error (error, CONAT_ERROR, CONAT_ERROR_DISCONNECTED);
   g_clear_error (&error);
   g_assert_false (a->klass->has_scope (a, "p", &error));

@@ -300,7 +300,7 @@ info_of (Fixture *fx, const char *scope, const char *name)
   g_autoptr(GError) error = NULL;
   ConatStoreInfo info = { 0 };
 
-  g_assert_true (fx->b->klass->store_info (fx->b, scope, name, &info, &error));
+  g_assert_true (fx->b->klass->store_info (fx->b, scope, name, &info, TRUE, &error));
   g_assert_no_error (error);
   return info;
 }
@@ -311,7 +311,7 @@ assert_no_store (Fixture *fx, const char *scope, const char *name)
   g_autoptr(GError) error = NULL;
   ConatStoreInfo info;
 
-  g_assert_false (fx->b->klass->store_info (fx->b, scope, name, &info, &error));
+  g_assert_false (fx->b->klass->store_info (fx->b, scope, name, &info, TRUE, &error));
   g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NOT_FOUND);
 }
 
@@ -933,7 +933,7 @@ test_options_migration (void)
     "PRAGMA user_version = 1;", NULL, NULL, NULL), ==, SQLITE_OK);
   sqlite3_close (db);
   b = backend_open (dir);
-  g_assert_true (b->klass->store_info (b, "s", "old", &info, &error));
+  g_assert_true (b->klass->store_info (b, "s", "old", &info, TRUE, &error));
   g_assert_no_error (error);
   g_assert_cmpuint (info.keys, ==, 1);
   g_assert_cmpstr (info.merge, ==, "lww");
@@ -941,7 +941,7 @@ test_options_migration (void)
   g_assert_no_error (error);
   b->klass->free (b);
   b = backend_open (dir);
-  g_assert_true (b->klass->store_info (b, "s", "old", &info, NULL));
+  g_assert_true (b->klass->store_info (b, "s", "old", &info, TRUE, NULL));
   g_assert_cmpstr (info.merge, ==, "lines");
   b->klass->free (b);
   rm_rf (dir);
