@@ -1354,26 +1354,19 @@ puts_reset (ConatPut *puts, guint n, const GError *error)
     }
 }
 
-/* The transaction failed and is rolled back: nothing was applied.  A full
- * disk is a known outcome (an error per item); anything else is not. */
+/* The transaction failed and is rolled back: nothing was applied.  The
+ * batch as a whole failed, so the caller keeps it and tries again later: a
+ * full disk (NO_SPACE) is a passing state, not a verdict on the values. */
 static gboolean
 put_batch_failed (EmbeddedBackend *b, ConatPut *puts, guint n, GArray *changes, int rc,
                   GError **error)
 {
-  g_autoptr(GError) err = NULL;
-
-  db_fail (b, rc, &err);
+  db_fail (b, rc, error);
   if (!sqlite3_get_autocommit (b->db))
     sqlite3_exec (b->db, "ROLLBACK", NULL, NULL, NULL);
   g_array_set_size (changes, 0);
-  if (!g_error_matches (err, CONAT_ERROR, CONAT_ERROR_NO_SPACE))
-    {
-      puts_reset (puts, n, NULL);
-      g_propagate_error (error, g_steal_pointer (&err));
-      return FALSE;
-    }
-  puts_reset (puts, n, err);
-  return TRUE;
+  puts_reset (puts, n, NULL);
+  return FALSE;
 }
 
 /* db_lock held.  Applies the batch to S in one transaction. */

@@ -210,8 +210,10 @@ gint64 conat_dkv_time (ConatDkv *kv, const char *key);
 
 /* Blocks until every change made before the call is confirmed by the
  * backend, or fails: CONAT_ERROR_TIMEOUT after TIMEOUT_MS (< 0: no limit;
- * the changes stay queued), or the error the backend gave a rejected change
- * (the rejected value is dropped).  With no_autosave this is one attempt. */
+ * the changes stay queued), CONAT_ERROR_NO_SPACE as soon as an attempt
+ * fails on a full disk (the changes stay queued and are saved once space
+ * is freed), or the error the backend gave a rejected change (the rejected
+ * value is dropped).  With no_autosave this is one attempt. */
 gboolean conat_dkv_save (ConatDkv *kv, gint64 timeout_ms, GError **error);
 /* The same for one key only. */
 gboolean conat_dkv_save_key (ConatDkv *kv, const char *key, gint64 timeout_ms, GError **error);

@@ -110,6 +110,7 @@ struct _ConatDkv {
   gint64 retry_at_us;    /* monotonic; 0: no backoff */
   guint retry_ms;
   GError *last_error;    /* last failed attempt, for save() */
+  guint failures;        /* failed attempts so far */
   GList *watchers;       /* Watcher* */
   guint next_watch_id;
 };
@@ -960,6 +961,7 @@ batch_failed (ConatDkv *kv, ConatPut *puts, guint n, GError *error)
     }
   g_clear_error (&kv->last_error);
   kv->last_error = g_error_copy (error);
+  kv->failures++;
   kv->retry_ms = CLAMP (kv->retry_ms ? kv->retry_ms * 13 / 10 : RETRY_MIN_MS, RETRY_MIN_MS,
                         RETRY_MAX_MS);
   kv->retry_at_us = g_get_monotonic_time () + kv->retry_ms * 1000;
@@ -1150,16 +1152,34 @@ timeout_error (ConatDkv *kv, GError **error)
   return FALSE;
 }
 
+/* With kv->lock held: did an attempt since FAILURES fail for want of
+ * space (a full disk)?  Those changes stay queued, but whoever waits hears
+ * of it now rather than at the deadline. */
+static gboolean
+failed_for_space (ConatDkv *kv, guint failures, GError **error)
+{
+  if (kv->failures == failures
+      || !g_error_matches (kv->last_error, CONAT_ERROR, CONAT_ERROR_NO_SPACE))
+    return FALSE;
+  g_set_error (error, CONAT_ERROR, CONAT_ERROR_NO_SPACE,
+               "changes to '%s' not saved yet (they stay queued): %s", kv->name,
+               kv->last_error->message);
+  return TRUE;
+}
+
 /* With kv->lock held, autosave: waits for GENS. */
 static gboolean
 wait_saved (ConatDkv *kv, GHashTable *gens, gint64 deadline, GError **error)
 {
   GError *rejected = NULL;
+  guint failures = kv->failures;
 
   while (!all_done (kv, gens, &rejected))
     {
       if (kv->closed)
         return check_open (kv, error);
+      if (failed_for_space (kv, failures, error))
+        return FALSE;
       if (deadline < 0)
         g_cond_wait (&kv->cond, &kv->lock);
       else if (!g_cond_wait_until (&kv->cond, &kv->lock, deadline)
@@ -1181,12 +1201,16 @@ save_once (ConatDkv *kv, GHashTable *gens, GError **error)
   gboolean failed = FALSE;
   GError *rejected = NULL;
   gboolean ok;
+  guint failures;
 
+  g_mutex_lock (&kv->lock);
+  failures = kv->failures;
+  g_mutex_unlock (&kv->lock);
   while (save_batch (kv, &failed) > 0 && !failed)
     ;
   g_mutex_lock (&kv->lock);
   if (failed)
-    ok = timeout_error (kv, error);
+    ok = !failed_for_space (kv, failures, error) && timeout_error (kv, error);
   else
     {
       all_done (kv, gens, &rejected);

@@ -114,7 +114,14 @@ class NatsServer:
         if cluster_size == 1:
             return self.monitor("/healthz") == {"status": "ok"}
         meta = jsz.get("meta_cluster") or {}
-        return bool(meta.get("leader")) and meta.get("cluster_size") == cluster_size
+        if not meta.get("leader") or meta.get("cluster_size") != cluster_size:
+            return False
+        # Routes to every other node (duplicates settled: a request sent on
+        # a route that closes as a duplicate is lost), and JetStream healthy.
+        routez = self.monitor("/routez") or {}
+        peers = {r.get("remote_id") for r in routez.get("routes", [])}
+        return (len(peers) == cluster_size - 1 == routez.get("num_routes")
+                and self.monitor("/healthz") == {"status": "ok"})
 
     def wait_ready(self, cluster_size=1, timeout=30.0):
         wait_until(lambda: self.jetstream_ready(cluster_size), timeout=timeout,
