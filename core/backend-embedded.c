@@ -43,6 +43,8 @@
  * write: when a handle opens, before each batch, and by the dispatcher,
  * which sweeps every store in memory that has a max_age every SWEEP_US.
  */
+#define G_LOG_DOMAIN "conat"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -58,6 +60,7 @@
 #define SCHEMA_VERSION 2
 #define MAX_VALUE_SIZE (64 * 1024 * 1024)
 #define SWEEP_US (250 * 1000)
+#define LOAD_PROGRESS_KEYS 4096  /* on_progress of store_open, every so many keys */
 #define MAX_MESSAGE_SIZE (1024 * 1024)
 #define BUSY_TIMEOUT_MS 5000
 
@@ -1085,8 +1088,8 @@ handle_new (EmbeddedBackend *b, const char *scope, const char *name, gboolean ep
 static ConatBackendStore *
 embedded_store_open (ConatBackend *backend, const char *scope, const char *name,
                      gboolean ephemeral, ConatChangeCallback on_load,
-                     ConatChangeCallback on_change, gpointer user_data,
-                     guint64 *loaded_revision, GError **error)
+                     ConatChangeCallback on_change, ConatLoadProgressCallback on_progress,
+                     gpointer user_data, guint64 *loaded_revision, GError **error)
 {
   EmbeddedBackend *b = (EmbeddedBackend *) backend;
   g_autoptr(GArray) snapshot = changes_new ();
@@ -1102,8 +1105,15 @@ embedded_store_open (ConatBackend *backend, const char *scope, const char *name,
   g_mutex_unlock (&b->db_lock);
   if (h == NULL)
     return NULL;
-  for (guint i = 0; i < snapshot->len && on_load != NULL; i++)
-    on_load (&g_array_index (snapshot, ConatChange, i), user_data);
+  for (guint i = 0; i < snapshot->len; i++)
+    {
+      if (on_progress != NULL && i % LOAD_PROGRESS_KEYS == 0)
+        on_progress (i, snapshot->len, user_data);
+      if (on_load != NULL)
+        on_load (&g_array_index (snapshot, ConatChange, i), user_data);
+    }
+  if (on_progress != NULL)
+    on_progress (snapshot->len, snapshot->len, user_data);
   g_mutex_lock (&b->cb_lock);
   h->r.ready = TRUE;
   g_cond_broadcast (&b->cb_cond);

@@ -20,6 +20,8 @@
 
 G_BEGIN_DECLS
 
+#define CONAT_LOAD_PROGRESS_MS 250
+
 typedef struct _ConatBackend ConatBackend;
 typedef struct _ConatBackendClass ConatBackendClass;
 typedef struct _ConatBackendStore ConatBackendStore;  /* defined by each backend */
@@ -37,6 +39,8 @@ typedef struct {
 
 typedef void (*ConatChangeCallback) (const ConatChange *change, gpointer user_data);
 typedef void (*ConatBackendMessageCallback) (GBytes *message, gpointer user_data);
+/* Progress of store_open's load: KEYS read so far, of TOTAL (0: unknown). */
+typedef void (*ConatLoadProgressCallback) (guint64 keys, guint64 total, gpointer user_data);
 
 /* One write in a batch.  The caller fills the first block; put_many fills
  * the results. */
@@ -85,10 +89,13 @@ struct _ConatBackendClass {
    * revision and time) and sets *LOADED_REVISION to the store's revision at
    * that point.  Afterwards calls ON_CHANGE for every change confirmed later;
    * it may also repeat changes at or below *LOADED_REVISION (callers skip
-   * them). */
+   * them).  ON_PROGRESS (may be NULL) runs on the calling thread with no
+   * backend lock held: as keys arrive, at least every CONAT_LOAD_PROGRESS_MS
+   * while the load waits for them, and once at the end. */
   ConatBackendStore *(*store_open) (ConatBackend *backend, const char *scope, const char *name,
                                     gboolean ephemeral, ConatChangeCallback on_load,
-                                    ConatChangeCallback on_change, gpointer user_data,
+                                    ConatChangeCallback on_change,
+                                    ConatLoadProgressCallback on_progress, gpointer user_data,
                                     guint64 *loaded_revision, GError **error);
   /* No callback of the handle runs after this returns. */
   void (*store_close) (ConatBackendStore *store);

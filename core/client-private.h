@@ -10,6 +10,7 @@ struct _ConatClient {
   GMutex lock;            /* guards the fields below */
   GHashTable *cache;      /* "scope\0name" -> ConatDkv* (shared instances only) */
   GList *open_stores;     /* every open ConatDkv, shared or not */
+  GList *loads;           /* ConatDkv* that conat_dkv_open is loading */
 
   /* The saver: one thread per client saves every autosaving store. */
   GThread *saver;

@@ -208,6 +208,28 @@ void conat_dkv_entry_clear (ConatDkvEntry *entry);
 guint64 conat_dkv_revision (ConatDkv *kv, const char *key);
 gint64 conat_dkv_time (ConatDkv *kv, const char *key);
 
+/* How the load of a store went.  conat_dkv_open reads every key before it
+ * returns, which takes a while for a big store: the log tells of a load of
+ * CONAT_LOAD_LOG_KEYS keys or more, or of one that takes over a second (a
+ * line at its start, one every 2 s while it lasts, one at its end). */
+#define CONAT_LOAD_LOG_KEYS 10000
+
+typedef struct {
+  char *scope;        /* conat_client_list_loads only; else NULL */
+  char *name;
+  guint64 keys;       /* keys read so far; once loaded, the keys it found */
+  guint64 total;      /* keys expected; 0 while not known */
+  gint64 elapsed_ms;  /* since the open began; once loaded, how long it took */
+  gboolean loaded;
+} ConatLoadStatus;
+
+/* The stores a conat_dkv_open is loading now: ConatLoadStatus*, freed
+ * with the array. */
+GPtrArray *conat_client_list_loads (ConatClient *client);
+/* The load of an open store (loaded is TRUE). */
+void conat_dkv_get_load (ConatDkv *kv, ConatLoadStatus *status);
+void conat_load_status_free (ConatLoadStatus *status);
+
 /* Blocks until every change made before the call is confirmed by the
  * backend, or fails: CONAT_ERROR_TIMEOUT after TIMEOUT_MS (< 0: no limit;
  * the changes stay queued), CONAT_ERROR_NO_SPACE as soon as an attempt

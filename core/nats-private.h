@@ -9,7 +9,7 @@
 G_BEGIN_DECLS
 
 #define NATS_API_WAIT_MS 5000                     /* JetStream API requests */
-#define NATS_LOAD_TIMEOUT_US (30 * G_USEC_PER_SEC) /* replay of a bucket */
+#define NATS_LOAD_TIMEOUT_US (30 * G_USEC_PER_SEC) /* replay of a bucket that stalls */
 #define NATS_LOAD_IDLE_US (250 * 1000)            /* then: is the awaited message gone? */
 #define NATS_WRITER_HEADER "Conat-Writer"          /* "<writer_id hex>.<gen hex>" */
 #define NATS_HEADER_RESERVE 512                    /* room for our headers; they take ~200 bytes */
@@ -52,6 +52,7 @@ struct _NatsBackend {
   gboolean connected;
   gboolean closed;
   gint64 connected_since_us;
+  char *url;            /* the server connected to (or last), for display */
   char *last_error;
   gboolean stopping;
   GList *stores;        /* open ConatBackendStore*, not referenced */
@@ -92,6 +93,8 @@ struct _ConatBackendStore {
   guint64 last_seq;        /* highest revision the handle knows */
   gint64 last_stored_ns;   /* server time of the last message delivered */
   gboolean loading;
+  guint64 load_count;      /* messages replayed so far, while loading */
+  guint64 load_total;      /* messages the bucket held at open */
   guint64 load_target;
   guint64 loaded_rev;
   GHashTable *load;        /* key -> Change*, while loading */
@@ -148,7 +151,8 @@ gboolean nats_msg_is_delete (natsMsg *msg);
 /* nats-store.c */
 ConatBackendStore *nats_store_open (ConatBackend *backend, const char *scope, const char *name,
                                     gboolean ephemeral, ConatChangeCallback on_load,
-                                    ConatChangeCallback on_change, gpointer user_data,
+                                    ConatChangeCallback on_change,
+                                    ConatLoadProgressCallback on_progress, gpointer user_data,
                                     guint64 *loaded_revision, GError **error);
 void nats_store_close (ConatBackendStore *store);
 void nats_store_request_check (ConatBackendStore *store);

@@ -193,6 +193,7 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
         store_track_key_locked (st, c);
       if (st->loading)
         {
+          st->load_count++;
           if (c)
             {
               Change *entry = g_steal_pointer (&c);
@@ -331,6 +332,7 @@ store_new (NatsBackend *be, const char *bucket, ConatChangeCallback on_change,
   if (si->State.Msgs > 0)
     {
       st->loading = TRUE;
+      st->load_total = si->State.Msgs;
       st->load_target = si->State.LastSeq;
       st->load = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, change_free);
     }
@@ -340,20 +342,32 @@ store_new (NatsBackend *be, const char *bucket, ConatChangeCallback on_change,
 }
 
 /* Waits until the replay reached load_target, or the messages up to it are
- * gone (MaxAge, a purge): they will not come. */
+ * gone (MaxAge, a purge): they will not come.  Gives up when the replay
+ * stalls for NATS_LOAD_TIMEOUT_US; a long one that moves on is waited for. */
 static gboolean
-store_wait_loaded (ConatBackendStore *st, GError **error)
+store_wait_loaded (ConatBackendStore *st, ConatLoadProgressCallback on_progress,
+                   gpointer user_data, GError **error)
 {
   gint64 deadline = g_get_monotonic_time () + NATS_LOAD_TIMEOUT_US;
+  guint64 target, seen = 0, total;
   gboolean loading;
-  guint64 target;
 
   g_mutex_lock (&st->d.mu);
   while (st->loading && g_get_monotonic_time () < deadline)
     {
+      if (st->load_count > seen)
+        deadline = g_get_monotonic_time () + NATS_LOAD_TIMEOUT_US;
+      seen = st->load_count;
+      total = st->load_total;
+      if (on_progress != NULL)
+        {
+          g_mutex_unlock (&st->d.mu);
+          on_progress (seen, total, user_data);
+          g_mutex_lock (&st->d.mu);
+        }
       if (g_cond_wait_until (&st->d.cond, &st->d.mu,
                              MIN (deadline, g_get_monotonic_time () + NATS_LOAD_IDLE_US))
-          || !st->loading)
+          || !st->loading || st->load_count > seen)
         continue;
       target = st->load_target;
       g_mutex_unlock (&st->d.mu);
@@ -369,7 +383,8 @@ store_wait_loaded (ConatBackendStore *st, GError **error)
   g_mutex_unlock (&st->d.mu);
   if (loading)
     g_set_error (error, CONAT_ERROR, CONAT_ERROR_TIMEOUT,
-                 "loading NATS bucket %s did not finish in time", st->bucket);
+                 "loading NATS bucket %s stalled after %" G_GUINT64_FORMAT " keys", st->bucket,
+                 seen);
   return !loading;
 }
 
@@ -410,7 +425,8 @@ store_take_load (ConatBackendStore *st, guint64 *loaded_revision)
 
 ConatBackendStore *
 nats_store_open (ConatBackend *backend, const char *scope, const char *name, gboolean ephemeral,
-                 ConatChangeCallback on_load, ConatChangeCallback on_change, gpointer user_data,
+                 ConatChangeCallback on_load, ConatChangeCallback on_change,
+                 ConatLoadProgressCallback on_progress, gpointer user_data,
                  guint64 *loaded_revision, GError **error)
 {
   NatsBackend *be = (NatsBackend *) backend;
@@ -419,6 +435,7 @@ nats_store_open (ConatBackend *backend, const char *scope, const char *name, gbo
   jsStreamInfo *si = NULL;
   gboolean created = FALSE, ok;
   ConatBackendStore *st;
+  guint64 n = 0;
 
   if (bucket == NULL || !nats_bucket_ensure (be, bucket, ephemeral, TRUE, &si, &created, error))
     return NULL;
@@ -430,7 +447,7 @@ nats_store_open (ConatBackend *backend, const char *scope, const char *name, gbo
   g_mutex_lock (&st->sub_mu);
   ok = store_subscribe (st, js_DeliverLastPerSubject, 0, error);
   g_mutex_unlock (&st->sub_mu);
-  if (!ok || !store_wait_loaded (st, error))
+  if (!ok || !store_wait_loaded (st, on_progress, user_data, error))
     {
       store_shutdown (st);
       dispatch_unref (&st->d);
@@ -444,7 +461,10 @@ nats_store_open (ConatBackend *backend, const char *scope, const char *name, gbo
 
       if (c->value)
         on_load (&change, user_data);
+      n += c->value != NULL;
     }
+  if (on_progress != NULL)
+    on_progress (n, n, user_data);
   g_mutex_lock (&be->mu);
   be->stores = g_list_prepend (be->stores, st);
   be->maint_wanted = TRUE;  /* it may have a max_age */

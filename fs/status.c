@@ -3,13 +3,19 @@
  *   {"backend": "embedded", "servers": null, "connected": true,
  *    "connected_since": 1700000000000, "pending": 0, "stores_open": 1,
  *    "messages_dropped": 0,
- *    "stores": [{"scope": "project-x", "store": "settings", "pending": 0}],
+ *    "stores": [{"scope": "project-x", "store": "settings", "pending": 0,
+ *                "loaded": {"keys": 3, "ms": 2}},
+ *               {"scope": "project-x", "store": "big",
+ *                "loading": {"keys": 12000, "of": 50000}}],
  *    "last_error": null}
  *
  * servers is the NATS server list (null for embedded); connected_since is
  * in milliseconds since the epoch, the time of the last connect or
  * disconnect (the start, for embedded); pending counts the changes not yet
- * confirmed, in all and per open store; messages_dropped counts channel
+ * confirmed, in all and per open store; loaded tells how many keys the
+ * store held when it was opened and how long reading them took; a store
+ * still being opened shows instead the keys read so far and how many it
+ * holds ("of": null if not known yet); messages_dropped counts channel
  * messages this mount lost; last_error is the backend's last error, or
  * else the reason of this mount's last EIO.
  * Credentials never appear (the core leaves them out of servers).
@@ -51,27 +57,51 @@ conatfs_status_count_dropped (ConatfsFs *fs, guint64 n)
 }
 
 static void
-append_stores (GString *out, GPtrArray *stores)
+append_store_name (GString *out, gboolean first, const char *scope, const char *name)
+{
+  g_string_append (out, first ? "\n    {\"scope\": " : ",\n    {\"scope\": ");
+  append_json_string (out, scope);
+  g_string_append (out, ", \"store\": ");
+  append_json_string (out, name);
+}
+
+/* The open stores, then those being opened (their keys being read). */
+static void
+append_stores (GString *out, GPtrArray *stores, GPtrArray *loads)
 {
   g_string_append (out, "  \"stores\": [");
   for (guint i = 0; i < stores->len; i++)
     {
       ConatfsStore *store = stores->pdata[i];
       g_autoptr (GPtrArray) unsaved = conat_dkv_unsaved_changes (store->kv);
+      ConatLoadStatus load;
 
-      g_string_append (out, i == 0 ? "\n    {\"scope\": " : ",\n    {\"scope\": ");
-      append_json_string (out, store->scope);
-      g_string_append (out, ", \"store\": ");
-      append_json_string (out, store->name);
-      g_string_append_printf (out, ", \"pending\": %u}", unsaved->len);
+      conat_dkv_get_load (store->kv, &load);
+      append_store_name (out, i == 0, store->scope, store->name);
+      g_string_append_printf (out, ", \"pending\": %u, \"loaded\": {\"keys\": %" G_GUINT64_FORMAT
+                              ", \"ms\": %" G_GINT64_FORMAT "}}",
+                              unsaved->len, load.keys, load.elapsed_ms);
     }
-  g_string_append (out, stores->len > 0 ? "\n  ],\n" : "],\n");
+  for (guint i = 0; i < loads->len; i++)
+    {
+      ConatLoadStatus *load = loads->pdata[i];
+
+      append_store_name (out, stores->len + i == 0, load->scope, load->name);
+      g_string_append_printf (out, ", \"loading\": {\"keys\": %" G_GUINT64_FORMAT ", \"of\": ",
+                              load->keys);
+      if (load->total > 0)
+        g_string_append_printf (out, "%" G_GUINT64_FORMAT "}}", load->total);
+      else
+        g_string_append (out, "null}}");
+    }
+  g_string_append (out, stores->len + loads->len > 0 ? "\n  ],\n" : "],\n");
 }
 
 GBytes *
 conatfs_status_json (ConatfsFs *fs)
 {
   g_autoptr (GString) out = g_string_new ("{\n");
+  g_autoptr (GPtrArray) loads = conat_client_list_loads (fs->client); /* first: none missed */
   g_autoptr (GPtrArray) stores = conatfs_store_list_open (fs);
   g_autofree char *fs_error = NULL;
   ConatClientStatus status;
@@ -97,7 +127,7 @@ conatfs_status_json (ConatfsFs *fs)
                           (guint64) __atomic_load_n (&fs->messages_dropped, __ATOMIC_RELAXED));
   g_string_append_printf (out, "  \"echoes_pending\": %u,\n", echoes);
   g_string_append_printf (out, "  \"dir_polls\": %" G_GUINT64_FORMAT ",\n", dir_passes);
-  append_stores (out, stores);
+  append_stores (out, stores, loads);
   g_string_append (out, "  \"last_error\": ");
   append_json_string (out, status.last_error ? status.last_error : fs_error);
   g_string_append (out, "\n}\n");

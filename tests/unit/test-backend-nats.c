@@ -360,7 +360,7 @@ store_open (ConatBackend *be, const char *scope, const char *name, gboolean ephe
   g_autoptr (GError) error = NULL;
   guint64 rev = 0;
   ConatBackendStore *st = be->klass->store_open (be, scope, name, ephemeral, on_load, on_change,
-                                                 r, loaded ? loaded : &rev, &error);
+                                                 NULL, r, loaded ? loaded : &rev, &error);
 
   g_assert_no_error (error);
   g_assert_nonnull (st);

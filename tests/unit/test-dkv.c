@@ -737,9 +737,97 @@ test_ephemeral (Fixture *f, gconstpointer data)
   conat_dkv_close (kv);
 }
 
+/* Messages of the "conat" log domain, kept while a test wants them. */
+static GMutex log_lock;
+static GPtrArray *log_lines;  /* char*, or NULL: not kept */
+
+static GLogWriterOutput
+log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpointer data)
+{
+  const char *domain = NULL, *message = NULL;
+
+  for (gsize i = 0; i < n_fields; i++)
+    if (strcmp (fields[i].key, "GLIB_DOMAIN") == 0)
+      domain = fields[i].value;
+    else if (strcmp (fields[i].key, "MESSAGE") == 0)
+      message = fields[i].value;
+  g_mutex_lock (&log_lock);
+  if (log_lines != NULL && g_strcmp0 (domain, "conat") == 0 && message != NULL)
+    g_ptr_array_add (log_lines, g_strdup (message));
+  g_mutex_unlock (&log_lock);
+  return g_log_writer_default (level, fields, n_fields, data);
+}
+
+/* How many kept lines start with PREFIX. */
+static guint
+log_count (const char *prefix)
+{
+  guint n = 0;
+
+  g_mutex_lock (&log_lock);
+  for (guint i = 0; i < log_lines->len; i++)
+    n += g_str_has_prefix (log_lines->pdata[i], prefix);
+  g_mutex_unlock (&log_lock);
+  return n;
+}
+
+static void
+fill_store (Fixture *f, const char *name, guint n)
+{
+  g_autoptr (ConatDkv) kv = open_store (f, name, TRUE, FALSE);
+
+  for (guint i = 0; i < n; i++)
+    {
+      g_autofree char *key = g_strdup_printf ("key-%u", i);
+      set_str (kv, key, "v");
+    }
+  save (kv);
+}
+
+/* A big load is logged at its start and end and its status is kept; a
+ * small quick one is not logged. */
+static void
+test_load_status_and_log (Fixture *f, gconstpointer data)
+{
+  g_autoptr (ConatDkv) big = NULL;
+  g_autoptr (ConatDkv) small = NULL;
+  g_autoptr (GPtrArray) loads = NULL;
+  ConatLoadStatus status;
+  gboolean quick;
+
+  fill_store (f, "big", CONAT_LOAD_LOG_KEYS);
+  fill_store (f, "small", 10);
+  g_mutex_lock (&log_lock);
+  log_lines = g_ptr_array_new_with_free_func (g_free);
+  g_mutex_unlock (&log_lock);
+
+  big = open_store (f, "big", TRUE, FALSE);
+  small = open_store (f, "small", TRUE, FALSE);
+  conat_dkv_get_load (big, &status);
+  g_assert_true (status.loaded);
+  g_assert_cmpuint (status.keys, ==, CONAT_LOAD_LOG_KEYS);
+  g_assert_cmpuint (status.total, ==, CONAT_LOAD_LOG_KEYS);
+  g_assert_cmpint (status.elapsed_ms, >=, 0);
+  g_assert_null (status.scope);
+  conat_dkv_get_load (small, &status);
+  g_assert_cmpuint (status.keys, ==, 10);
+  quick = status.elapsed_ms < 1000;
+  loads = conat_client_list_loads (f->client);
+  g_assert_cmpuint (loads->len, ==, 0);  /* none running */
+
+  g_assert_cmpuint (log_count ("project-test/big: loading 10000 keys"), ==, 1);
+  g_assert_cmpuint (log_count ("project-test/big: loaded 10000 keys in "), ==, 1);
+  if (quick)  /* a slow one is logged, even if small */
+    g_assert_cmpuint (log_count ("project-test/small:"), ==, 0);
+  g_mutex_lock (&log_lock);
+  g_clear_pointer (&log_lines, g_ptr_array_unref);
+  g_mutex_unlock (&log_lock);
+}
+
 int
 main (int argc, char **argv)
 {
+  g_log_set_writer_func (log_writer, NULL, NULL);
   g_test_init (&argc, &argv, NULL);
 
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
@@ -762,6 +850,7 @@ main (int argc, char **argv)
   ADD ("/dkv/delete-after-unconfirmed-set", test_delete_after_unconfirmed_set);
   ADD ("/dkv/save-key-after-rejection", test_save_key_after_rejection);
   ADD ("/dkv/rejection-keeps-confirmed-value", test_rejection_keeps_confirmed_value);
+  ADD ("/dkv/load/status-and-log", test_load_status_and_log);
 #undef ADD
   return g_test_run ();
 }

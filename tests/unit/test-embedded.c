@@ -272,7 +272,7 @@ open_store (Fixture *fx, const char *scope, const char *name, gboolean ephemeral
   g_autoptr(GError) error = NULL;
   guint64 revision = G_MAXUINT64;
   ConatBackendStore *h = fx->b->klass->store_open (fx->b, scope, name, ephemeral,
-                                                   record_load, record_change, rec,
+                                                   record_load, record_change, NULL, rec,
                                                    &revision, &error);
 
   g_assert_no_error (error);
@@ -653,6 +653,67 @@ test_load (void)
 }
 
 static void
+ignore_change (const ConatChange *change, gpointer user_data)
+{
+}
+
+/* on_progress of a load: from 0 of N, never backwards, ending at N of N. */
+typedef struct {
+  guint calls;
+  guint64 keys, total, first_keys;
+  gboolean backwards;
+} Progress;
+
+static void
+record_progress (guint64 keys, guint64 total, gpointer user_data)
+{
+  Progress *p = user_data;
+
+  if (p->calls++ == 0)
+    p->first_keys = keys;
+  p->backwards |= keys < p->keys || keys > total;
+  p->keys = keys;
+  p->total = total;
+}
+
+static void
+test_load_progress (void)
+{
+  g_autoptr(Fixture) fx = fixture_new ();
+  g_autoptr(Recorder) rec = recorder_new (fx->b);
+  ConatBackendStore *h = open_store (fx, "s", "big", FALSE, rec, NULL);
+  ConatPut *puts = g_new0 (ConatPut, 10000);
+  g_autoptr(GError) error = NULL;
+  Progress progress = { 0 };
+  guint64 loaded;
+
+  for (guint i = 0; i < 10000; i++)
+    {
+      puts[i].key = g_strdup_printf ("key-%u", i);
+      puts[i].value = bytes ("v");
+    }
+  g_assert_true (fx->b->klass->put_many (h, puts, 10000, &error));
+  g_assert_no_error (error);
+  for (guint i = 0; i < 10000; i++)
+    {
+      g_free ((char *) puts[i].key);
+      g_bytes_unref (puts[i].value);
+    }
+  g_free (puts);
+  fx->b->klass->store_close (h);
+
+  h = fx->b->klass->store_open (fx->b, "s", "big", FALSE, NULL, ignore_change, record_progress,
+                                &progress, &loaded, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (progress.calls, >=, 2);
+  g_assert_cmpuint (progress.first_keys, ==, 0);
+  g_assert_false (progress.backwards);
+  g_assert_cmpuint (progress.keys, ==, 10000);
+  g_assert_cmpuint (progress.total, ==, 10000);
+  fx->b->klass->store_close (h);
+}
+
+static void
 test_change_two_handles (void)
 {
   g_autoptr(Fixture) fx = fixture_new ();
@@ -777,11 +838,6 @@ test_persistence (void)
   fx->b->klass->store_close (h);
 }
 
-static void
-ignore_change (const ConatChange *change, gpointer user_data)
-{
-}
-
 /* A committed batch survives kill -9 of the process that wrote it. */
 static void
 test_persistence_kill (void)
@@ -800,7 +856,7 @@ test_persistence_kill (void)
       ConatBackend *b = conat_backend_embedded_new (fx->dir, NULL);
       guint64 loaded;
       ConatBackendStore *hc = b ? b->klass->store_open (b, "s", "kv", FALSE, NULL, ignore_change,
-                                                        NULL, &loaded, NULL) : NULL;
+                                                        NULL, NULL, &loaded, NULL) : NULL;
       ConatPut p = { .key = "k", .value = g_bytes_new_static ("survives", 8) };
 
       if (hc != NULL && b->klass->put_many (hc, &p, 1, NULL) && p.revision == 1)
@@ -1147,6 +1203,7 @@ main (int argc, char **argv)
   g_test_add_func ("/embedded/options/limits", test_options_limits);
   g_test_add_func ("/embedded/options/limits-ephemeral", test_options_limits_ephemeral);
   g_test_add_func ("/embedded/options/max-age", test_options_max_age);
+  g_test_add_func ("/embedded/load-progress", test_load_progress);
   g_test_add_func ("/embedded/pubsub", test_pubsub);
   g_test_add_func ("/embedded/throughput", test_throughput);
   ret = g_test_run ();
