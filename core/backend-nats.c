@@ -410,12 +410,37 @@ advisories_stop (NatsBackend *be)
 
 /* --------------------------------------------------------- connection */
 
-static void
-set_connected (NatsBackend *be, gboolean connected, const char *event)
+static char *servers_display (char **urls);
+
+/* The server NC is connected to, without credentials; NULL if none. */
+static char *
+connected_url (natsConnection *nc)
 {
+  char url[256] = "";
+  char *urls[] = { url, NULL };
+
+  if (natsConnection_GetConnectedUrl (nc, url, sizeof url) != NATS_OK || url[0] == '\0')
+    return NULL;
+  return servers_display (urls);
+}
+
+/* Records the new state; returns the server it concerns (the one lost on a
+ * disconnect), for the log. */
+static char *
+set_connected (NatsBackend *be, gboolean connected, natsConnection *nc, const char *event)
+{
+  char *url = connected ? connected_url (nc) : NULL;
+
   g_mutex_lock (&be->mu);
   be->connected = connected;
   be->connected_since_us = g_get_real_time ();
+  if (url != NULL)
+    {
+      g_free (be->url);
+      be->url = g_strdup (url);
+    }
+  else
+    url = g_strdup (be->url ? be->url : be->servers);
   if (!connected)
     {
       g_free (be->last_error);
@@ -426,27 +451,45 @@ set_connected (NatsBackend *be, gboolean connected, const char *event)
   g_cond_broadcast (&be->cond);
   g_mutex_unlock (&be->mu);
   nats_acks_interrupt (be);
+  return url;
 }
 
-static void
-on_disconnected (natsConnection *nc, void *closure)
+static gboolean
+is_stopping (NatsBackend *be)
 {
-  NatsBackend *be = closure;
   gboolean stopping;
 
   g_mutex_lock (&be->mu);
   stopping = be->stopping;
   g_mutex_unlock (&be->mu);
-  if (!stopping)
-    g_message ("disconnected from NATS; reconnecting");
-  set_connected (closure, FALSE, "disconnected from the NATS server");
+  return stopping;
+}
+
+/* One log line per change of the connection's state, naming the server;
+ * the ones our own close causes are debug output. */
+static void
+connection_changed (NatsBackend *be, natsConnection *nc, gboolean connected, const char *event,
+                    const char *line, const char *suffix)
+{
+  g_autofree char *url = set_connected (be, connected, nc, event);
+
+  if (is_stopping (be))
+    g_debug ("%s NATS server %s", line, url);
+  else
+    g_message ("%s NATS server %s%s", line, url, suffix);
+}
+
+static void
+on_disconnected (natsConnection *nc, void *closure)
+{
+  connection_changed (closure, nc, FALSE, "disconnected from the NATS server",
+                      "disconnected from", "; reconnecting");
 }
 
 static void
 on_reconnected (natsConnection *nc, void *closure)
 {
-  g_message ("reconnected to NATS");
-  set_connected (closure, TRUE, NULL);
+  connection_changed (closure, nc, TRUE, NULL, "reconnected to", "");
 }
 
 static void
@@ -454,7 +497,8 @@ on_closed (natsConnection *nc, void *closure)
 {
   NatsBackend *be = closure;
 
-  set_connected (be, FALSE, "the NATS connection is closed");
+  connection_changed (be, nc, FALSE, "the NATS connection is closed", "closed the connection to",
+                      "");
   g_mutex_lock (&be->mu);
   be->closed = TRUE;
   g_cond_broadcast (&be->cond);
@@ -651,6 +695,7 @@ static gboolean
 connect_server (NatsBackend *be, const ConatNatsOptions *opts, GError **error)
 {
   natsOptions *o = options_new (be, opts, error);
+  g_autofree char *url = NULL;
   jsAccountInfo *ai = NULL;
   jsErrCode jerr = 0;
   jsOptions jo;
@@ -682,6 +727,11 @@ connect_server (NatsBackend *be, const ConatNatsOptions *opts, GError **error)
     }
   be->connected = TRUE;
   be->connected_since_us = g_get_real_time ();
+  url = connected_url (be->nc);
+  g_debug ("connected to NATS server %s", url ? url : be->servers);
+  g_mutex_lock (&be->mu);
+  be->url = g_steal_pointer (&url);
+  g_mutex_unlock (&be->mu);
   if (natsConnection_HasHeaderSupport (be->nc) != NATS_OK)
     {
       g_set_error (error, CONAT_ERROR, CONAT_ERROR_FAILED,
@@ -784,6 +834,7 @@ nats_free (ConatBackend *backend)
   g_cond_clear (&be->cond);
   g_mutex_clear (&be->mu);
   g_free (be->servers);
+  g_free (be->url);
   g_free (be->last_error);
   g_free (be);
 }

@@ -1,5 +1,7 @@
 /* client.c — a libconat client: one backend, its namespace and the saver
  * thread that every autosaving store of the client shares. */
+#define G_LOG_DOMAIN "conat"
+
 #include "client-private.h"
 
 #include <string.h>

@@ -110,6 +110,7 @@ struct _ConatfsHandle {
   gboolean dirty;         /* buffer holds changes not yet committed */
   gboolean written;       /* changed since open by write or ftruncate, not only
                              by the truncation of O_TRUNC or O_CREAT */
+  gboolean refused;       /* a write over max_size was logged */
 };
 
 struct _ConatfsFs {
@@ -141,6 +142,10 @@ extern const struct fuse_lowlevel_ops conatfs_ops;
 int conatfs_errno_from_error (const GError *error);
 void conatfs_reply_err (fuse_req_t req, const char *op, int err);
 int conatfs_fail (ConatfsFs *fs, const char *what, const GError *error);
+int conatfs_fail_at (ConatfsFs *fs, const char *op, const char *scope, const char *store,
+                     const char *key, const GError *error);
+char *conatfs_log_what (const char *op, const char *scope, const char *store, const char *key);
+void conatfs_log_rejected (ConatfsFs *fs, ConatfsInode *inode, gsize size, gsize limit);
 void conatfs_fill_dir_attr (ConatfsFs *fs, fuse_ino_t ino, struct stat *st);
 void conatfs_fill_file_attr (ConatfsFs *fs, fuse_ino_t ino, gsize size,
                              const struct timespec *mtime, mode_t perm, struct stat *st);

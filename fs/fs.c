@@ -72,6 +72,47 @@ conatfs_fail (ConatfsFs *fs, const char *what, const GError *error)
   return err;
 }
 
+/* "OP SCOPE/STORE[/KEY]" for a log line, the names escaped. */
+char *
+conatfs_log_what (const char *op, const char *scope, const char *store, const char *key)
+{
+  g_autofree char *s = g_strescape (scope, NULL);
+  g_autofree char *n = g_strescape (store, NULL);
+  g_autofree char *k = key ? g_strescape (key, NULL) : NULL;
+
+  if (k == NULL)
+    return g_strdup_printf ("%s%s%s/%s", op ? op : "", op ? " " : "", s, n);
+  return g_strdup_printf ("%s%s%s/%s/%s", op ? op : "", op ? " " : "", s, n, k);
+}
+
+/* conatfs_fail for an operation on a store or a key, which it names. */
+int
+conatfs_fail_at (ConatfsFs *fs, const char *op, const char *scope, const char *store,
+                 const char *key, const GError *error)
+{
+  g_autofree char *what = conatfs_log_what (op, scope, store, key);
+
+  return conatfs_fail (fs, what, error);
+}
+
+/* The one line for a write refused here, before the store saw it (a value
+ * over the limit: EFBIG), naming the store and the key as the core does
+ * for a write the store refused (dkv.c). */
+void
+conatfs_log_rejected (ConatfsFs *fs, ConatfsInode *inode, gsize size, gsize limit)
+{
+  g_auto (ConatfsTarget) target = { 0 };
+  g_autofree char *store = NULL;
+  g_autofree char *key = NULL;
+
+  if (conatfs_target_of_inode (fs, inode, &target) != 0)
+    return;
+  store = conatfs_log_what (NULL, target.store->scope, target.store->name, NULL);
+  key = g_strescape (target.key, NULL);
+  g_message ("%s: the write of key \"%s\" was rejected: %zu bytes is over the limit of %zu"
+             " bytes (EFBIG)", store, key, size, limit);
+}
+
 void
 conatfs_reply_err (fuse_req_t req, const char *op, int err)
 {

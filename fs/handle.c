@@ -95,6 +95,21 @@ buffer_resize (GByteArray *buffer, gsize size)
     memset (buffer->data + old, 0, size - old);
 }
 
+/* EFBIG for a value of SIZE bytes; the first refusal of HANDLE is logged. */
+static int
+handle_refuse (ConatfsFs *fs, ConatfsHandle *handle, gsize size)
+{
+  gboolean first;
+
+  g_mutex_lock (&handle->lock);
+  first = !handle->refused;
+  handle->refused = TRUE;
+  g_mutex_unlock (&handle->lock);
+  if (first)
+    conatfs_log_rejected (fs, handle->inode, size, handle->max_size);
+  return EFBIG;
+}
+
 int
 conatfs_handle_write (ConatfsFs *fs, ConatfsHandle *handle, const char *buf, gsize size,
                       off_t offset)
@@ -110,7 +125,7 @@ conatfs_handle_write (ConatfsFs *fs, ConatfsHandle *handle, const char *buf, gsi
   if (offset < 0 || end > handle->max_size)
     {
       g_mutex_unlock (&handle->lock);
-      return EFBIG;
+      return handle_refuse (fs, handle, end);
     }
   if (end > buffer->len)
     buffer_resize (buffer, end);
@@ -124,7 +139,7 @@ int
 conatfs_handle_truncate (ConatfsFs *fs, ConatfsHandle *handle, off_t size)
 {
   if (size < 0 || (gsize) size > handle->max_size)
-    return EFBIG;
+    return handle_refuse (fs, handle, size);
   g_mutex_lock (&handle->lock);
   buffer_resize (handle_edit (handle), size);
   handle_changed (fs, handle);

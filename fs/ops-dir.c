@@ -73,6 +73,7 @@ find_store (ConatfsFs *fs, const char *scope, const char *file_name, char **stor
   g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) stores = NULL;
   ConatStoreInfo info;
+  int err;
 
   switch (conatfs_name_decode (CONATFS_NAME_STORE, file_name, store))
     {
@@ -92,8 +93,9 @@ find_store (ConatfsFs *fs, const char *scope, const char *file_name, char **stor
           if (open != NULL)
             return 0;
         }
+      err = conatfs_fail_at (fs, "store", scope, *store, NULL, error);
       g_clear_pointer (store, g_free);
-      return conatfs_fail (fs, "store", error);
+      return err;
     case CONATFS_NAME_INVALID:
     default:
       return EINVAL;
@@ -151,7 +153,7 @@ lookup_in_scope (ConatfsFs *fs, ConatfsInode *dir, const char *name, ConatfsInod
     return err;
   store = conatfs_store_get (fs, scope, store_name, &error); /* starts watching it */
   if (store == NULL)
-    return conatfs_fail (fs, "open store", error);
+    return conatfs_fail_at (fs, "open store", scope, store_name, NULL, error);
   *child = conatfs_inode_lookup (fs, dir, name, CONATFS_INODE_STORE, store_name);
   return 0;
 }
@@ -275,10 +277,10 @@ make_store (ConatfsFs *fs, ConatfsInode *dir, const char *name, ConatfsInode **c
   if (conatfs_name_decode (CONATFS_NAME_STORE, name, &store_name) != CONATFS_NAME_DECODED)
     return EINVAL;
   if (!conat_client_create_store (fs->client, scope, store_name, FALSE, &error))
-    return conatfs_fail (fs, "mkdir store", error);
+    return conatfs_fail_at (fs, "mkdir store", scope, store_name, NULL, error);
   store = conatfs_store_get (fs, scope, store_name, &error);
   if (store == NULL)
-    return conatfs_fail (fs, "open store", error);
+    return conatfs_fail_at (fs, "open store", scope, store_name, NULL, error);
   *child = conatfs_inode_lookup (fs, dir, name, CONATFS_INODE_STORE, store_name);
   return 0;
 }
@@ -345,14 +347,14 @@ remove_store (ConatfsFs *fs, ConatfsInode *dir, const char *name)
     return err;
   store = conatfs_store_get (fs, scope, store_name, &error);
   if (store == NULL)
-    return conatfs_fail (fs, "open store", error);
+    return conatfs_fail_at (fs, "open store", scope, store_name, NULL, error);
   if (!conatfs_store_is_empty (fs, store))
     return ENOTEMPTY;
   err = conatfs_store_save_and_close (fs, store);
   if (err != 0)
     return err;
   if (!conat_client_remove_store (fs->client, scope, store_name, &error))
-    return conatfs_fail (fs, "rmdir store", error);
+    return conatfs_fail_at (fs, "rmdir store", scope, store_name, NULL, error);
   return 0;
 }
 

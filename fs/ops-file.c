@@ -106,7 +106,10 @@ truncate_value (ConatfsFs *fs, ConatfsInode *inode, off_t size)
   if (err != 0)
     return err;
   if (size < 0 || (gsize) size > conatfs_target_max_size (&target))
-    return EFBIG;
+    {
+      conatfs_log_rejected (fs, inode, size, conatfs_target_max_size (&target));
+      return EFBIG;
+    }
   value = conatfs_target_get (fs, &target, NULL);
   if (value == NULL)
     return ENOENT;
@@ -350,9 +353,14 @@ conatfs_op_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   ConatfsFs *fs = fuse_req_userdata (req);
   int err = conatfs_handle_commit (fs, HANDLE (fi));
 
-  if (err != 0)
-    g_warning ("inode %" G_GUINT64_FORMAT ": the last write could not be saved: %s",
-               (guint64) ino, g_strerror (err));
+  if (err != 0 && err != EIO) /* an EIO was logged where it happened */
+    {
+      g_autofree char *name = conatfs_inode_name (fs, HANDLE (fi)->inode);
+      g_autofree char *shown = g_strescape (name, NULL);
+
+      g_warning ("key \"%s\" (inode %" G_GUINT64_FORMAT "): the last write could not be saved: %s",
+                 shown, (guint64) ino, g_strerror (err));
+    }
   conatfs_handle_free (fs, HANDLE (fi));
   conatfs_reply_err (req, "release", 0);
 }
@@ -371,7 +379,8 @@ save_key (ConatfsFs *fs, ConatfsInode *inode)
     return err;
   if (conat_dkv_save_key (target.store->kv, target.key, CONATFS_FSYNC_TIMEOUT_MS, &error))
     return 0;
-  return conatfs_fail (fs, "fsync", error);
+  return conatfs_fail_at (fs, "fsync", target.store->scope, target.store->name, target.key,
+                          error);
 }
 
 void

@@ -152,7 +152,7 @@ dir_info (ConatfsFs *fs, ConatfsInode *dir, ConatStoreInfo *info, int *err)
 
   if (!conat_client_store_info (fs->client, scope, name, info, &error))
     {
-      *err = conatfs_fail (fs, "store info", error);
+      *err = conatfs_fail_at (fs, "store info", scope, name, NULL, error);
       return FALSE;
     }
   store = conatfs_store_find_open (fs, scope, name);
@@ -217,7 +217,7 @@ conatfs_options_set (ConatfsFs *fs, ConatfsInode *dir, const char *name, const c
       if (!conat_merge_lookup (text, &merge))
         return EINVAL;
       if (!conat_client_set_store_merge (fs->client, scope, store_name, text, &error))
-        return conatfs_fail (fs, "set merge", error);
+        return conatfs_fail_at (fs, "set merge", scope, store_name, NULL, error);
     }
   else if ((limit = limit_field (&info.limits, name)) != NULL)
     {
@@ -229,7 +229,7 @@ conatfs_options_set (ConatfsFs *fs, ConatfsInode *dir, const char *name, const c
         return err;
       *limit = n;
       if (!conat_client_set_store_limits (fs->client, scope, store_name, &info.limits, &error))
-        return conatfs_fail (fs, "set limits", error);
+        return conatfs_fail_at (fs, "set limits", scope, store_name, NULL, error);
     }
   else
     return ENOTSUP;

@@ -188,7 +188,7 @@ conatfs_store_of_dir (ConatfsFs *fs, ConatfsInode *dir, int *err)
   ConatfsStore *store = conatfs_store_get (fs, scope, name, &error);
 
   if (store == NULL)
-    *err = conatfs_fail (fs, "open store", error);
+    *err = conatfs_fail_at (fs, "open store", scope, name, NULL, error);
   return store;
 }
 
@@ -200,7 +200,7 @@ conatfs_store_save_and_close (ConatfsFs *fs, ConatfsStore *store)
   g_autoptr (GError) error = NULL;
 
   if (!conat_dkv_save (store->kv, CONATFS_FSYNC_TIMEOUT_MS, &error))
-    return conatfs_fail (fs, "save store", error);
+    return conatfs_fail_at (fs, "save store", store->scope, store->name, NULL, error);
   conatfs_store_close (fs, store->scope, store->name);
   return 0;
 }

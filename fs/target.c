@@ -192,7 +192,8 @@ conatfs_target_set (ConatfsFs *fs, const ConatfsTarget *target, GBytes *value)
   g_debug ("set %s/%s/%s (%zu bytes)", target->store->scope, target->store->name, target->key,
            g_bytes_get_size (value));
   if (!conat_dkv_set (target->store->kv, target->key, value, &error))
-    return conatfs_fail (fs, "set", error);
+    return conatfs_fail_at (fs, "set", target->store->scope, target->store->name,
+                            target->key, error);
   return 0;
 }
 
@@ -214,7 +215,8 @@ conatfs_target_delete (ConatfsFs *fs, const ConatfsTarget *target)
     return ENOENT;
   g_debug ("delete %s/%s/%s", target->store->scope, target->store->name, target->key);
   if (!conat_dkv_delete (target->store->kv, target->key, &error))
-    return conatfs_fail (fs, "delete", error);
+    return conatfs_fail_at (fs, "delete", target->store->scope, target->store->name,
+                            target->key, error);
   return 0;
 }
 

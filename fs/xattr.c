@@ -58,7 +58,7 @@ store_ephemeral_xattr (ConatfsFs *fs, ConatfsInode *inode, int *err)
 
   if (!conat_client_store_info (fs->client, scope, store, &info, &error))
     {
-      *err = conatfs_fail (fs, "store info", error);
+      *err = conatfs_fail_at (fs, "store info", scope, store, NULL, error);
       return NULL;
     }
   return g_strdup (info.ephemeral ? "1" : "0");
@@ -152,7 +152,7 @@ set_ephemeral (ConatfsFs *fs, ConatfsInode *inode, const char *value, size_t siz
   if (size != 1 || (value[0] != '0' && value[0] != '1'))
     return EINVAL;
   if (!conat_client_store_info (fs->client, scope, name, &info, &error))
-    return conatfs_fail (fs, "store info", error);
+    return conatfs_fail_at (fs, "store info", scope, name, NULL, error);
   if (info.ephemeral == (value[0] == '1')) /* as it is: fine even if not empty */
     return 0;
   store = conatfs_store_of_dir (fs, inode, &err);
@@ -164,7 +164,7 @@ set_ephemeral (ConatfsFs *fs, ConatfsInode *inode, const char *value, size_t siz
   if (err != 0)
     return err;
   if (!conat_client_set_store_ephemeral (fs->client, scope, name, value[0] == '1', &error))
-    return conatfs_fail (fs, "set ephemeral", error);
+    return conatfs_fail_at (fs, "set ephemeral", scope, name, NULL, error);
   return 0;
 }
 

@@ -271,6 +271,19 @@ def kvjs_dump(url, bkt):
     return {k: base64.b64decode(v) for k, v in dump.items()}
 
 
+def embedded_or_nats(request, tmp_path):
+    """The Backend for a `backend` fixture parametrized with "embedded" and "nats"."""
+    from conftest import Backend
+
+    if request.param == "embedded":
+        return Backend("embedded", ["--data", str(tmp_path / "data")], tmp_path / "data")
+    return Backend("nats", ["--server", request.getfixturevalue("nats").url])
+
+
+# Runs a test of such a module on NATS only.
+nats_only = pytest.mark.parametrize("backend", ["nats"], indirect=True)
+
+
 def status(m):
     with open(os.path.join(m.path, ".conatfs", "status")) as f:
         return json.load(f)

@@ -19,18 +19,13 @@ import os
 
 import pytest
 
-from conftest import Backend
+from natsfixtures import embedded_or_nats, nats_only
 from util import fails_with, read, run, wait_until, write
 
 
 @pytest.fixture(params=["embedded", "nats"])
 def backend(request, tmp_path):
-    if request.param == "embedded":
-        return Backend("embedded", ["--data", str(tmp_path / "data")], tmp_path / "data")
-    return Backend("nats", ["--server", request.getfixturevalue("nats").url])
-
-
-nats_only = pytest.mark.parametrize("backend", ["nats"], indirect=True)
+    return embedded_or_nats(request, tmp_path)
 
 
 def getfattr(path):
