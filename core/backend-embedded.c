@@ -21,7 +21,8 @@
  * handle open on the store at that moment.  Events are thus queued in commit
  * order, and a handle opened later saw the batch in its snapshot, because
  * store_open reads the snapshot and registers the handle in one critical
- * section.  publish queues its message the same way under sub_lock.
+ * section.  publish queues its message the same way under sub_lock, with
+ * one more event (the channel's name and path) for the watches of its scope.
  *
  * One dispatcher thread pops the events and runs the callbacks holding no
  * lock, so a callback may call any backend function.  Before each callback
@@ -117,11 +118,14 @@ struct _ConatBackendStore {
   ConatChangeCallback on_change;  /* immutable */
 };
 
+/* A channel's subscription, or (with seen) a watch of a scope's channels. */
 struct _ConatBackendSub {
   Receiver r;
   EmbeddedBackend *backend;              /* immutable */
-  GBytes *channel;                       /* immutable */
+  GHashTable *table;                     /* immutable: backend->channels or ->watches */
+  GBytes *key;                           /* immutable: its key there */
   ConatBackendMessageCallback callback;  /* immutable */
+  ConatBackendChannelCallback seen;      /* immutable */
 };
 
 /* One item of the dispatcher queue; receivers == NULL stops the dispatcher. */
@@ -129,6 +133,7 @@ typedef struct {
   GPtrArray *receivers;  /* Receiver *, referenced */
   GArray *changes;       /* ConatChange with owned key and value, or NULL */
   GBytes *message;       /* or NULL */
+  char *name, *path;     /* for watches: the channel a message was sent on */
 } Event;
 
 enum { ST_KV_REVISION, ST_KV_PUT, ST_KV_DELETE, ST_STORE_REVISION, N_STATEMENTS };
@@ -180,6 +185,7 @@ struct _EmbeddedBackend {
 
   GMutex sub_lock;
   GHashTable *channels;  /* sub_lock: GBytes channel -> GPtrArray of ConatBackendSub * */
+  GHashTable *watches;   /* sub_lock: GBytes scope (NUL included) -> GPtrArray of the same */
 
   GMutex cb_lock;
   GCond cb_cond;         /* with cb_lock: running, a ready or a closing flag changed */
@@ -492,19 +498,40 @@ event_free (gpointer data)
   g_clear_pointer (&ev->receivers, g_ptr_array_unref);
   g_clear_pointer (&ev->changes, g_array_unref);
   g_clear_pointer (&ev->message, g_bytes_unref);
+  g_free (ev->name);
+  g_free (ev->path);
   g_free (ev);
+}
+
+static Event *
+event_new (GPtrArray *receivers)
+{
+  Event *ev = g_new0 (Event, 1);
+
+  ev->receivers = g_ptr_array_copy (receivers, receiver_ref, NULL);
+  g_ptr_array_set_free_func (ev->receivers, receiver_unref);
+  return ev;
 }
 
 /* Queues CHANGES (taken) or MESSAGE for every receiver in RECEIVERS. */
 static void
 event_push (EmbeddedBackend *b, GPtrArray *receivers, GArray *changes, GBytes *message)
 {
-  Event *ev = g_new0 (Event, 1);
+  Event *ev = event_new (receivers);
 
-  ev->receivers = g_ptr_array_copy (receivers, receiver_ref, NULL);
-  g_ptr_array_set_free_func (ev->receivers, receiver_unref);
   ev->changes = changes;
   ev->message = message != NULL ? g_bytes_ref (message) : NULL;
+  g_async_queue_push (b->events, ev);
+}
+
+/* Queues, for every watch in WATCHES, that a message was sent on NAME, PATH. */
+static void
+event_push_seen (EmbeddedBackend *b, GPtrArray *watches, const char *name, const char *path)
+{
+  Event *ev = event_new (watches);
+
+  ev->name = g_strdup (name);
+  ev->path = g_strdup (path);
   g_async_queue_push (b->events, ev);
 }
 
@@ -532,6 +559,8 @@ event_deliver (EmbeddedBackend *b, Event *ev)
         h->on_change (&g_array_index (ev->changes, ConatChange, j), r->user_data);
       if (ev->message != NULL)
         ((ConatBackendSub *) r)->callback (ev->message, r->user_data);
+      if (ev->name != NULL)
+        ((ConatBackendSub *) r)->seen (ev->name, ev->path, r->user_data);
       receiver_end (b);
     }
 }
@@ -1466,7 +1495,7 @@ sub_finalize (Receiver *r)
 {
   ConatBackendSub *sub = (ConatBackendSub *) r;
 
-  g_bytes_unref (sub->channel);
+  g_bytes_unref (sub->key);
   g_free (sub);
 }
 
@@ -1479,25 +1508,51 @@ channel_key (const char *scope, const char *path, const char *name)
   return names_key (scope, p, name);
 }
 
-static ConatBackendSub *
-embedded_subscribe (ConatBackend *backend, const char *scope, const char *path, const char *name,
-                    ConatBackendMessageCallback callback, gpointer user_data, GError **error)
+static GBytes *
+scope_key (const char *scope)
 {
-  EmbeddedBackend *b = (EmbeddedBackend *) backend;
+  return g_bytes_new (scope, strlen (scope) + 1);
+}
+
+/* A new receiver in TABLE under KEY (taken), for a callback set by the caller. */
+static ConatBackendSub *
+sub_add (EmbeddedBackend *b, GHashTable *table, GBytes *key, gpointer user_data,
+         ConatBackendMessageCallback callback, ConatBackendChannelCallback seen)
+{
   ConatBackendSub *sub = g_new0 (ConatBackendSub, 1);
   GPtrArray *subs;
 
   sub->r = (Receiver) { 1, FALSE, TRUE, user_data, sub_finalize };
   sub->backend = b;
-  sub->channel = channel_key (scope, path, name);
+  sub->table = table;
+  sub->key = key;
   sub->callback = callback;
+  sub->seen = seen;
   g_mutex_lock (&b->sub_lock);
-  subs = g_hash_table_lookup (b->channels, sub->channel);
+  subs = g_hash_table_lookup (table, key);
   if (subs == NULL)
-    g_hash_table_insert (b->channels, g_bytes_ref (sub->channel), (subs = g_ptr_array_new ()));
+    g_hash_table_insert (table, g_bytes_ref (key), (subs = g_ptr_array_new ()));
   g_ptr_array_add (subs, sub);
   g_mutex_unlock (&b->sub_lock);
   return sub;
+}
+
+static ConatBackendSub *
+embedded_subscribe (ConatBackend *backend, const char *scope, const char *path, const char *name,
+                    ConatBackendMessageCallback callback, gpointer user_data, GError **error)
+{
+  EmbeddedBackend *b = (EmbeddedBackend *) backend;
+
+  return sub_add (b, b->channels, channel_key (scope, path, name), user_data, callback, NULL);
+}
+
+static ConatBackendSub *
+embedded_watch_scope (ConatBackend *backend, const char *scope,
+                      ConatBackendChannelCallback callback, gpointer user_data, GError **error)
+{
+  EmbeddedBackend *b = (EmbeddedBackend *) backend;
+
+  return sub_add (b, b->watches, scope_key (scope), user_data, NULL, callback);
 }
 
 static void
@@ -1508,10 +1563,10 @@ embedded_unsubscribe (ConatBackendSub *sub)
 
   receiver_close (b, &sub->r);
   g_mutex_lock (&b->sub_lock);
-  subs = g_hash_table_lookup (b->channels, sub->channel);
+  subs = g_hash_table_lookup (sub->table, sub->key);
   g_ptr_array_remove (subs, sub);
   if (subs->len == 0)
-    g_hash_table_remove (b->channels, sub->channel);
+    g_hash_table_remove (sub->table, sub->key);
   g_mutex_unlock (&b->sub_lock);
   receiver_unref (&sub->r);
 }
@@ -1522,6 +1577,7 @@ embedded_publish (ConatBackend *backend, const char *scope, const char *path, co
 {
   EmbeddedBackend *b = (EmbeddedBackend *) backend;
   g_autoptr(GBytes) channel = channel_key (scope, path, name);
+  g_autoptr(GBytes) scope_watched = scope_key (scope);
   GPtrArray *subs;
 
   if (g_bytes_get_size (message) > MAX_MESSAGE_SIZE)
@@ -1531,6 +1587,8 @@ embedded_publish (ConatBackend *backend, const char *scope, const char *path, co
   g_mutex_lock (&b->sub_lock);
   if ((subs = g_hash_table_lookup (b->channels, channel)) != NULL)
     event_push (b, subs, NULL, message);
+  if ((subs = g_hash_table_lookup (b->watches, scope_watched)) != NULL)
+    event_push_seen (b, subs, name, path);
   g_mutex_unlock (&b->sub_lock);
   return TRUE;
 }
@@ -1568,6 +1626,7 @@ backend_finalize (EmbeddedBackend *b)
     close (b->lock_fd);
   g_hash_table_unref (b->stores);
   g_hash_table_unref (b->channels);
+  g_hash_table_unref (b->watches);
   g_async_queue_unref (b->events);
   g_mutex_clear (&b->db_lock);
   g_mutex_clear (&b->sub_lock);
@@ -1664,6 +1723,9 @@ backend_open (char *dir, GError **error)
   b->channels = g_hash_table_new_full (g_bytes_hash, g_bytes_equal,
                                        (GDestroyNotify) g_bytes_unref,
                                        (GDestroyNotify) g_ptr_array_unref);
+  b->watches = g_hash_table_new_full (g_bytes_hash, g_bytes_equal,
+                                      (GDestroyNotify) g_bytes_unref,
+                                      (GDestroyNotify) g_ptr_array_unref);
   b->events = g_async_queue_new_full (event_free);
   if (lock_data_dir (b, error) && db_open (b, error) &&
       (b->dispatcher = g_thread_try_new ("conat-embedded", dispatcher_main, b, error)) != NULL)
@@ -1714,6 +1776,7 @@ static const ConatBackendClass embedded_class = {
   .put_many = embedded_put_many,
   .max_value_size = embedded_max_value_size,
   .subscribe = embedded_subscribe,
+  .watch_scope = embedded_watch_scope,
   .unsubscribe = embedded_unsubscribe,
   .publish = embedded_publish,
   .max_message_size = embedded_max_message_size,

@@ -26,6 +26,7 @@
 #define DISPATCH_THREADS 8
 #define DISPATCH_BATCH 64
 #define CLOSE_WAIT_US (5 * G_USEC_PER_SEC)
+#define WATCH_QUEUE_MAX 1024 /* channels a scope watch queues for its callback */
 
 /* ------------------------------------------------------------- errors */
 
@@ -207,12 +208,21 @@ dispatch_close (Dispatch *d)
 
 /* ------------------------------------------------------------ pubsub */
 
+/* A channel's subscription, or (watch_scope) one on every channel of a
+ * scope, whose items are SeenChannel. */
 struct _ConatBackendSub {
   Dispatch d;
   ConatBackendMessageCallback callback;
+  ConatBackendChannelCallback seen;
+  char *scope;            /* immutable: a watch's scope */
+  GHashTable *queued;     /* d.mu: a watch's queued subjects (the items' own strings) */
   gpointer user_data;
   natsSubscription *sub;  /* owned by unsubscribe's caller */
 };
+
+typedef struct {
+  char *subject, *name, *path;
+} SeenChannel;
 
 static void
 sub_deliver (Dispatch *d, gpointer item)
@@ -225,12 +235,41 @@ sub_deliver (Dispatch *d, gpointer item)
 static void
 sub_finalize (Dispatch *d)
 {
-  g_free (d);
+  ConatBackendSub *sub = (ConatBackendSub *) d;
+
+  g_clear_pointer (&sub->queued, g_hash_table_unref);
+  g_free (sub->scope);
+  g_free (sub);
 }
 
 static const DispatchClass sub_class = {
   sub_deliver, (GDestroyNotify) g_bytes_unref, sub_finalize,
 };
+
+static void
+seen_deliver (Dispatch *d, gpointer item)
+{
+  ConatBackendSub *sub = (ConatBackendSub *) d;
+  SeenChannel *seen = item;
+
+  g_mutex_lock (&d->mu);
+  g_hash_table_remove (sub->queued, seen->subject);
+  g_mutex_unlock (&d->mu);
+  sub->seen (seen->name, seen->path, sub->user_data);
+}
+
+static void
+seen_free (gpointer item)
+{
+  SeenChannel *seen = item;
+
+  g_free (seen->subject);
+  g_free (seen->name);
+  g_free (seen->path);
+  g_free (seen);
+}
+
+static const DispatchClass watch_class = { seen_deliver, seen_free, sub_finalize };
 
 static void
 sub_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *closure)
@@ -245,6 +284,43 @@ sub_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *clos
   g_mutex_unlock (&sub->d.mu);
   if (bytes)
     g_bytes_unref (bytes);
+}
+
+/* On libnats' delivery pool: queues the channel of a message on the scope,
+ * unless it is queued already, or WATCH_QUEUE_MAX channels are (a flood
+ * the watcher cannot keep up with: it hears of the channels that keep
+ * sending later).  Subjects that are not a channel's are passed over. */
+static void
+watch_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *closure)
+{
+  ConatBackendSub *sub = closure;
+  const char *subject = natsMsg_GetSubject (msg);
+  g_autofree char *scope = NULL;
+  SeenChannel *seen = NULL;
+  gboolean wanted;
+
+  g_mutex_lock (&sub->d.mu);
+  wanted = !sub->d.closing && !g_hash_table_contains (sub->queued, subject)
+           && g_hash_table_size (sub->queued) < WATCH_QUEUE_MAX;
+  g_mutex_unlock (&sub->d.mu);
+  if (wanted)
+    {
+      seen = g_new0 (SeenChannel, 1);
+      if (conat_nats_channel_parse (subject, &scope, &seen->name, &seen->path)
+          && strcmp (scope, sub->scope) == 0)
+        seen->subject = g_strdup (subject);
+    }
+  natsMsg_Destroy (msg);
+  if (seen == NULL || seen->subject == NULL)
+    {
+      g_clear_pointer (&seen, seen_free);
+      return;
+    }
+  g_mutex_lock (&sub->d.mu);
+  if (!sub->d.closing && g_hash_table_add (sub->queued, seen->subject))
+    dispatch_push_locked (&sub->d, g_steal_pointer (&seen));
+  g_mutex_unlock (&sub->d.mu);
+  g_clear_pointer (&seen, seen_free);
 }
 
 static void
@@ -274,22 +350,24 @@ nats_unsubscribe (ConatBackendSub *sub)
 }
 
 static ConatBackendSub *
-nats_subscribe (ConatBackend *backend, const char *scope, const char *path, const char *name,
-                ConatBackendMessageCallback callback, gpointer user_data, GError **error)
+sub_new (NatsBackend *be, const DispatchClass *klass, gpointer user_data)
 {
-  NatsBackend *be = (NatsBackend *) backend;
-  g_autofree char *subject = conat_nats_channel_subject (scope, path, name, error);
-  ConatBackendSub *sub;
+  ConatBackendSub *sub = g_new0 (ConatBackendSub, 1);
+
+  dispatch_init (&sub->d, klass, be);
+  sub->d.started = TRUE;
+  sub->user_data = user_data;
+  return sub;
+}
+
+/* Subscribes SUB (new, from sub_new) to SUBJECT; frees it on failure. */
+static ConatBackendSub *
+sub_start (NatsBackend *be, ConatBackendSub *sub, const char *subject, natsMsgHandler on_msg,
+           GError **error)
+{
   natsStatus s;
 
-  if (subject == NULL)
-    return NULL;
-  sub = g_new0 (ConatBackendSub, 1);
-  dispatch_init (&sub->d, &sub_class, be);
-  sub->d.started = TRUE;
-  sub->callback = callback;
-  sub->user_data = user_data;
-  s = natsConnection_Subscribe (&sub->sub, be->nc, subject, sub_on_msg, dispatch_ref (&sub->d));
+  s = natsConnection_Subscribe (&sub->sub, be->nc, subject, on_msg, dispatch_ref (&sub->d));
   if (s != NATS_OK)
     {
       nats_set_error (be, error, s, 0, "subscribing to a NATS channel");
@@ -309,6 +387,39 @@ nats_subscribe (ConatBackend *backend, const char *scope, const char *path, cons
       return NULL;
     }
   return sub;
+}
+
+static ConatBackendSub *
+nats_subscribe (ConatBackend *backend, const char *scope, const char *path, const char *name,
+                ConatBackendMessageCallback callback, gpointer user_data, GError **error)
+{
+  NatsBackend *be = (NatsBackend *) backend;
+  g_autofree char *subject = conat_nats_channel_subject (scope, path, name, error);
+  ConatBackendSub *sub;
+
+  if (subject == NULL)
+    return NULL;
+  sub = sub_new (be, &sub_class, user_data);
+  sub->callback = callback;
+  return sub_start (be, sub, subject, sub_on_msg, error);
+}
+
+/* One wildcard subscription on the scope's channel subjects. */
+static ConatBackendSub *
+nats_watch_scope (ConatBackend *backend, const char *scope, ConatBackendChannelCallback callback,
+                  gpointer user_data, GError **error)
+{
+  NatsBackend *be = (NatsBackend *) backend;
+  g_autofree char *subject = conat_nats_channel_wildcard (scope, error);
+  ConatBackendSub *sub;
+
+  if (subject == NULL)
+    return NULL;
+  sub = sub_new (be, &watch_class, user_data);
+  sub->seen = callback;
+  sub->scope = g_strdup (scope);
+  sub->queued = g_hash_table_new (g_str_hash, g_str_equal);
+  return sub_start (be, sub, subject, watch_on_msg, error);
 }
 
 static gboolean
@@ -775,6 +886,7 @@ static const ConatBackendClass nats_class = {
   .put_many = nats_put_many,
   .max_value_size = nats_max_value_size,
   .subscribe = nats_subscribe,
+  .watch_scope = nats_watch_scope,
   .unsubscribe = nats_unsubscribe,
   .publish = nats_publish,
   .max_message_size = nats_max_message_size,

@@ -41,6 +41,9 @@ typedef void (*ConatChangeCallback) (const ConatChange *change, gpointer user_da
 typedef void (*ConatBackendMessageCallback) (GBytes *message, gpointer user_data);
 /* Progress of store_open's load: KEYS read so far, of TOTAL (0: unknown). */
 typedef void (*ConatLoadProgressCallback) (guint64 keys, guint64 total, gpointer user_data);
+/* A message was published on the channel NAME (PATH: its file path, or NULL). */
+typedef void (*ConatBackendChannelCallback) (const char *name, const char *path,
+                                             gpointer user_data);
 
 /* One write in a batch.  The caller fills the first block; put_many fills
  * the results. */
@@ -110,6 +113,13 @@ struct _ConatBackendClass {
   ConatBackendSub *(*subscribe) (ConatBackend *backend, const char *scope, const char *path,
                                  const char *name, ConatBackendMessageCallback callback,
                                  gpointer user_data, GError **error);
+  /* Every channel of SCOPE: the callback hears the name and path of the
+   * channel of each later message (not its bytes).  Returns once the
+   * interest is registered; ended by unsubscribe.  Channels whose names the
+   * backend cannot decode (another client's subjects) are passed over. */
+  ConatBackendSub *(*watch_scope) (ConatBackend *backend, const char *scope,
+                                   ConatBackendChannelCallback callback, gpointer user_data,
+                                   GError **error);
   /* No callback runs after this returns. */
   void (*unsubscribe) (ConatBackendSub *sub);
   gboolean (*publish) (ConatBackend *backend, const char *scope, const char *path,

@@ -301,4 +301,29 @@ gsize conat_pubsub_max_message_size (ConatPubsub *ps);
 void conat_pubsub_close (ConatPubsub *ps);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ConatPubsub, conat_pubsub_close)
 
+/* Channel traffic of a whole scope: which channels are in use. */
+typedef struct _ConatPubsubWatch ConatPubsubWatch;
+
+/* A message was published on the channel NAME of the watched scope (PATH:
+ * its file path, or NULL); NAME is never empty.  No message bytes.  Any
+ * client's messages count, this one's included.  Called in order, at most
+ * once per message: on NATS, messages on a channel already waiting to be
+ * reported are not reported again. */
+typedef void (*ConatChannelSeenFunc) (ConatPubsubWatch *watch, const char *name,
+                                      const char *path, gpointer user_data);
+
+/* Watches every channel of SCOPE.  Returns once the watch is registered
+ * with the backend.  CONAT_ERROR_NAME_TOO_LONG if the backend cannot name
+ * the scope's channels (NATS: subject over its limit).  On NATS, messages
+ * on the scope's subjects that are not a channel's (docs/nats-mapping.md)
+ * are passed over, and while 1024 channels wait to be reported (a flood
+ * the callback cannot keep up with), messages on other channels are not
+ * reported: a channel that keeps sending is reported later. */
+ConatPubsubWatch *conat_pubsub_watch_open (ConatClient *client, const char *scope,
+                                           ConatChannelSeenFunc func, gpointer user_data,
+                                           GDestroyNotify destroy, GError **error);
+/* No callback runs after this returns. */
+void conat_pubsub_watch_close (ConatPubsubWatch *watch);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (ConatPubsubWatch, conat_pubsub_watch_close)
+
 G_END_DECLS

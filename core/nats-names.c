@@ -260,3 +260,45 @@ conat_nats_channel_subject (const char *scope, const char *path, const char *nam
     }
   return subject;
 }
+
+char *
+conat_nats_channel_wildcard (const char *scope, GError **error)
+{
+  g_autofree char *s = conat_nats_token_encode (scope);
+  char *subject = g_strconcat ("conat.", s, ".pubsub.>", NULL);
+
+  /* The shortest channel subject of the scope: ">" stands for one byte. */
+  if (strlen (subject) > CONAT_NATS_SUBJECT_MAX)
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_NAME_TOO_LONG,
+                   "scope name too long for a NATS channel subject (%zu > %d bytes)",
+                   strlen (subject), CONAT_NATS_SUBJECT_MAX);
+      g_free (subject);
+      return NULL;
+    }
+  return subject;
+}
+
+gboolean
+conat_nats_channel_parse (const char *subject, char **scope, char **name, char **path)
+{
+  g_auto (GStrv) tokens = NULL;
+  guint n;
+  g_autofree char *s = NULL, *c = NULL, *p = NULL;
+
+  if (strlen (subject) > CONAT_NATS_SUBJECT_MAX)
+    return FALSE;
+  tokens = g_strsplit (subject, ".", 6);
+  n = g_strv_length (tokens);
+  if ((n != 4 && n != 5) || strcmp (tokens[0], "conat") != 0 || strcmp (tokens[2], "pubsub") != 0)
+    return FALSE;
+  s = conat_nats_token_decode (tokens[1], strlen (tokens[1]));
+  c = conat_nats_token_decode (tokens[3], strlen (tokens[3]));
+  p = n == 5 ? conat_nats_token_decode (tokens[4], strlen (tokens[4])) : NULL;
+  if (s == NULL || *s == '\0' || c == NULL || *c == '\0' || (n == 5 && p == NULL))
+    return FALSE;
+  *scope = g_steal_pointer (&s);
+  *name = g_steal_pointer (&c);
+  *path = g_steal_pointer (&p);
+  return TRUE;
+}

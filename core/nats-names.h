@@ -40,5 +40,12 @@ char *conat_nats_token_decode (const char *encoded, gsize len);
  * CONAT_ERROR_NAME_TOO_LONG over CONAT_NATS_SUBJECT_MAX. */
 char *conat_nats_channel_subject (const char *scope, const char *path, const char *name,
                                   GError **error);
+/* "conat." SCOPE ".pubsub.>": every channel of SCOPE; NULL with
+ * CONAT_ERROR_NAME_TOO_LONG when no channel subject of SCOPE fits. */
+char *conat_nats_channel_wildcard (const char *scope, GError **error);
+/* The inverse of conat_nats_channel_subject: TRUE with *SCOPE, *NAME and
+ * *PATH (NULL: none) set, free with g_free; FALSE for any other subject,
+ * one over CONAT_NATS_SUBJECT_MAX and one naming the empty channel included. */
+gboolean conat_nats_channel_parse (const char *subject, char **scope, char **name, char **path);
 
 G_END_DECLS

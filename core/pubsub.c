@@ -88,3 +88,61 @@ conat_pubsub_close (ConatPubsub *ps)
   g_free (ps->name);
   g_free (ps);
 }
+
+/* ------------------------------------------------------- scope watches */
+
+struct _ConatPubsubWatch {
+  ConatClient *client;    /* borrowed: close watches before the client */
+  ConatChannelSeenFunc func;
+  gpointer user_data;
+  GDestroyNotify destroy;
+  ConatBackendSub *sub;   /* owned */
+};
+
+static void
+on_channel_seen (const char *name, const char *path, gpointer user_data)
+{
+  ConatPubsubWatch *watch = user_data;
+
+  if (*name != '\0')
+    watch->func (watch, name, path, watch->user_data);
+}
+
+ConatPubsubWatch *
+conat_pubsub_watch_open (ConatClient *client, const char *scope, ConatChannelSeenFunc func,
+                         gpointer user_data, GDestroyNotify destroy, GError **error)
+{
+  ConatBackend *backend = client->backend;
+  ConatPubsubWatch *watch;
+
+  if (scope == NULL || *scope == '\0')
+    {
+      g_set_error (error, CONAT_ERROR, CONAT_ERROR_INVALID_NAME, "a watch needs a scope");
+      return NULL;
+    }
+  watch = g_new0 (ConatPubsubWatch, 1);
+  watch->client = client;
+  watch->func = func;
+  watch->user_data = user_data;
+  watch->destroy = destroy;
+  watch->sub = backend->klass->watch_scope (backend, scope, on_channel_seen, watch, error);
+  if (watch->sub == NULL)
+    {
+      watch->destroy = NULL;
+      conat_pubsub_watch_close (watch);
+      return NULL;
+    }
+  return watch;
+}
+
+void
+conat_pubsub_watch_close (ConatPubsubWatch *watch)
+{
+  if (watch == NULL)
+    return;
+  if (watch->sub)
+    watch->client->backend->klass->unsubscribe (watch->sub);
+  if (watch->destroy)
+    watch->destroy (watch->user_data);
+  g_free (watch);
+}

@@ -132,6 +132,7 @@ struct _ConatfsFs {
   GHashTable *stores;           /* "SCOPE\x01STORE" -> ConatfsStore* (reference) */
   GHashTable *handles;          /* open ConatfsHandle* (set) */
   GHashTable *channels;         /* "LENGTH:SCOPE" + channel file name -> channel (channel.c) */
+  GHashTable *scope_watches;    /* scope -> its channel traffic (channel-seen.c) */
   fuse_ino_t next_ino;
   char *last_error;             /* the reason of the last EIO, for the status file */
   guint64 messages_dropped;     /* atomic: channel messages lost (status.c) */
@@ -245,6 +246,13 @@ GPtrArray *conatfs_channel_file_names (ConatfsFs *fs, const char *scope);
 void conatfs_channel_close_all (ConatfsFs *fs);
 void conatfs_op_poll (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
                       struct fuse_pollhandle *ph);
+
+/* channel-seen.c */
+#define CONATFS_CHANNEL_SEEN_MAX 1024 /* channels seen by traffic a scope remembers */
+void conatfs_channel_seen_init (ConatfsFs *fs);
+void conatfs_channel_watch_scope (ConatfsFs *fs, const char *scope);
+void conatfs_channel_seen_add_names (ConatfsFs *fs, const char *scope, GPtrArray *names);
+void conatfs_channel_watch_close_all (ConatfsFs *fs);
 
 /* status.c */
 GBytes *conatfs_status_json (ConatfsFs *fs);

@@ -246,6 +246,7 @@ fs_new (ConatClient *client, const char *mountpoint, const ConatfsOptions *optio
                                       (GDestroyNotify) conatfs_store_unref);
   fs->handles = g_hash_table_new (NULL, NULL);
   fs->channels = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  conatfs_channel_seen_init (fs);
   fs->channel_window = options->channel_window ? options->channel_window
                        : CONATFS_CHANNEL_WINDOW_DEFAULT;
   fs->next_ino = CONATFS_INO_FIRST_DYNAMIC;
@@ -265,6 +266,7 @@ fs_free (ConatfsFs *fs)
   conatfs_handle_commit_all (fs);
   conatfs_store_close_all (fs);
   conatfs_channel_close_all (fs);
+  conatfs_channel_watch_close_all (fs);
   conatfs_session_free (fs);
   conatfs_inode_table_free (fs);
   g_hash_table_unref (fs->stores);

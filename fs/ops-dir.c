@@ -2,7 +2,7 @@
  * mknod, create, unlink, rename.
  *
  * Root lists scopes (and .conatfs), a scope lists stores and @channels
- * (channel.c), a store lists keys and local files.  Each operation
+ * (channel.c, channel-seen.c), a store lists keys and local files.  Each operation
  * resolves the parent's kind, acts, and replies exactly once; a reply that
  * carries an entry counts one lookup, undone if the reply fails.
  */
@@ -132,9 +132,11 @@ lookup_in_root (ConatfsFs *fs, ConatfsInode *root, const char *name, ConatfsInod
       return 0;
     }
   err = find_scope (fs, name, &scope);
-  if (err == 0)
-    *child = conatfs_inode_lookup (fs, root, name, CONATFS_INODE_SCOPE, scope);
-  return err;
+  if (err != 0)
+    return err;
+  conatfs_channel_watch_scope (fs, scope);
+  *child = conatfs_inode_lookup (fs, root, name, CONATFS_INODE_SCOPE, scope);
+  return 0;
 }
 
 static int
@@ -262,6 +264,7 @@ make_scope (ConatfsFs *fs, ConatfsInode *root, const char *name, ConatfsInode **
     return EINVAL;
   if (!conat_client_create_scope (fs->client, scope, &error))
     return conatfs_fail (fs, "mkdir scope", error);
+  conatfs_channel_watch_scope (fs, scope);
   *child = conatfs_inode_lookup (fs, root, name, CONATFS_INODE_SCOPE, scope);
   return 0;
 }

@@ -72,6 +72,8 @@ list_children (ConatfsFs *fs, ConatfsInode *dir, GArray *entries)
       {
         g_autoptr (GPtrArray) channels = conatfs_channel_file_names (fs, scope);
 
+        conatfs_channel_watch_scope (fs, scope);
+        conatfs_channel_seen_add_names (fs, scope, channels);
         add_entries (entries, channels, CONATFS_NAME_CHANNEL, S_IFREG, FALSE);
       }
       break;

@@ -7,20 +7,25 @@
  *   stores    user.conat.ephemeral "1" or "0"; settable on an empty store
  *             user.conat.merge, max_value_size, max_age, max_bytes,
  *             max_keys, keys, bytes: see options.c
+ *   channels  user.conat.name      the channel's name, as sent (without "@")
+ *             user.conat.path      the file path of @NAME:PATH (absent for @NAME)
  *   all       user.conat.name      the full decoded name
  */
 #include "fs-private.h"
+
+#include "channel-format.h"
 
 #include <errno.h>
 #include <string.h>
 
 #define XATTR_NAME "user.conat.name"
+#define XATTR_PATH "user.conat.path"
 #define XATTR_REVISION "user.conat.revision"
 #define XATTR_TIME "user.conat.time"
 #define XATTR_EPHEMERAL "user.conat.ephemeral"
 
 static const char *const xattr_names[] = {
-  XATTR_NAME, XATTR_REVISION, XATTR_TIME, XATTR_EPHEMERAL,
+  XATTR_NAME, XATTR_PATH, XATTR_REVISION, XATTR_TIME, XATTR_EPHEMERAL,
 };
 
 static char *
@@ -64,6 +69,19 @@ store_ephemeral_xattr (ConatfsFs *fs, ConatfsInode *inode, int *err)
   return g_strdup (info.ephemeral ? "1" : "0");
 }
 
+/* The channel's name or path, from its file name; NULL if it has no path. */
+static char *
+channel_xattr (ConatfsFs *fs, ConatfsInode *inode, const char *name)
+{
+  g_autofree char *file_name = conatfs_inode_name (fs, inode);
+  g_autofree char *channel = NULL;
+  g_autofree char *path = NULL;
+
+  if (!conatfs_channel_name_parse (file_name, &channel, &path))
+    return NULL;
+  return strcmp (name, XATTR_NAME) == 0 ? g_steal_pointer (&channel) : g_steal_pointer (&path);
+}
+
 /* The value of attribute NAME of INODE, or NULL with *ERR set. */
 static char *
 xattr_get (ConatfsFs *fs, ConatfsInode *inode, const char *name, int *err)
@@ -72,6 +90,9 @@ xattr_get (ConatfsFs *fs, ConatfsInode *inode, const char *name, int *err)
   gboolean file = kind == CONATFS_INODE_KEY || kind == CONATFS_INODE_LOCAL;
 
   *err = ENODATA;
+  if ((strcmp (name, XATTR_NAME) == 0 || strcmp (name, XATTR_PATH) == 0)
+      && kind == CONATFS_INODE_CHANNEL)
+    return channel_xattr (fs, inode, name);
   if (strcmp (name, XATTR_NAME) == 0 && (file || kind == CONATFS_INODE_SCOPE
                                          || kind == CONATFS_INODE_STORE))
     return conatfs_inode_name (fs, inode);

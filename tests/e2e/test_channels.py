@@ -15,6 +15,7 @@ import threading
 import pytest
 
 from conftest import Backend
+from natsfixtures import nats_key
 from util import DEADLINE, read, run, wait_until, write
 
 INTEROP = os.path.join(os.environ["SOURCE_ROOT"], "tests", "interop")
@@ -86,8 +87,13 @@ def tail(procs, path, *options):
 
 
 def subscribed(scope, file_name):
-    """The mount lists a channel once it is subscribed to it."""
+    """The mount lists a channel once it is subscribed to it (or saw traffic on it)."""
     return file_name in os.listdir(scope)
+
+
+def channels(scope):
+    """The channel files `ls SCOPE` shows, as bytes."""
+    return {name for name in os.listdir(os.fsencode(scope)) if name.startswith(b"@")}
 
 
 @pytest.fixture
@@ -343,3 +349,89 @@ def test_poll_wakes_when_another_mount_sends(pair):
         assert poller.poll(0) == []  # read to the end: nothing new
     finally:
         os.close(fd)
+
+
+# ------------------------------------------ ls shows traffic; channel xattrs
+
+def nats_token(name: bytes) -> str:
+    """T() of docs/nats-mapping.md: a name as one subject token."""
+    return nats_key(name).replace(".", "=2E")
+
+
+def test_ls_shows_channels_with_traffic_from_another_mount(pair):
+    a, b = pair
+    assert os.listdir(b) == []  # B looked the scope up (the fixture): it watches its traffic
+    append(f"{a}/@news", "first\n")
+    append(f"{a}/@cursors:doc%2Fa.tex", "at 3\n")
+    wait_until(lambda: channels(b) == {b"@news", b"@cursors:doc%2Fa.tex"},
+               what="the channels A sent on to show on B")
+    os.mkdir(f"{b}/%40news")  # the store "@news" is another name
+    assert sorted(os.listdir(b)) == ["%40news", "@cursors:doc%2Fa.tex", "@news"]
+    assert os.path.isdir(f"{b}/%40news")
+    assert os.stat(f"{b}/@news").st_size == 0  # subscribed now: "first" was before
+    append(f"{a}/@news", "second\n")
+    wait_until(lambda: read(f"{b}/@news") == "second\n", what="the next message on B")
+
+
+@pytest.mark.parametrize("backend", ["embedded", "nats"], indirect=True)
+def test_getfattr_shows_channel_name_and_path(scope):
+    run(f"touch '{scope}/@chat' '{scope}/@cursors:doc%2Fa.tex' '{scope}/@a%3Ab%25c:x:y'")
+    out = run(f"cd '{scope}' && getfattr -d @cursors:doc%2Fa.tex").stdout
+    assert out == ('# file: @cursors:doc%2Fa.tex\nuser.conat.name="cursors"\n'
+                   'user.conat.path="doc/a.tex"\n\n')
+    out = run(f"cd '{scope}' && getfattr -d @chat").stdout
+    assert out == '# file: @chat\nuser.conat.name="chat"\n\n'  # no path: no user.conat.path
+    assert os.getxattr(f"{scope}/@a%3Ab%25c:x:y", "user.conat.name") == b"a:b%c"
+    assert os.getxattr(f"{scope}/@a%3Ab%25c:x:y", "user.conat.path") == b"x:y"
+    with pytest.raises(OSError) as e:
+        os.setxattr(f"{scope}/@chat", "user.conat.name", b"other")
+    assert e.value.errno == 95  # ENOTSUP
+
+
+def node_publish(url, *subjects, message=b"x"):
+    subprocess.run(node_channel(url, "pub", *subjects), input=message, check=True,
+                   capture_output=True, timeout=60)
+
+
+def test_ls_shows_channels_a_nodejs_client_sends_on(mount_factory, nats_server):
+    m = mount_factory()
+    scope = f"{m.path}/p"
+    os.mkdir(scope)  # looked up: the mount watches the scope's traffic
+    odd = bytes(c for c in range(1, 128) if c not in b"/%:.") + "é".encode() + b".\xff"
+    odd_path = b"a b\nc.d"
+    odd_file = b"@" + odd + b":" + odd_path  # nothing of it is escaped in a file name
+    odd_subject = f"conat.p.pubsub.{nats_token(odd)}.{nats_token(odd_path)}"
+    node_publish(nats_server,
+                 "conat.p.pubsub.from-node",
+                 "conat.p.pubsub.cursors.src/a=2Ec",
+                 odd_subject,
+                 # not channels: passed over
+                 "conat.p.pubsub.a.b.c", "conat.p.pubsub.=41", "conat.p.pubsub.=00",
+                 "conat.p.pubsub.bad=zz", "conat.p.pubsub.x.=2", "conat.p.pubsub",
+                 "conat.p.pubsub." + "n" * 2990,  # a subject too long for conatfs
+                 "conat.p.pubsub." + "m" * 300,   # a file name too long
+                 "conat.q.pubsub.other-scope",
+                 "conat.p.pubsub.last")
+    wait_until(lambda: b"@last" in channels(scope), what="the last channel to show")
+    assert channels(scope) == {b"@from-node", b"@cursors:src%2Fa.c",
+                               odd_file, b"@last"}
+    path = os.fsencode(scope) + b"/" + odd_file
+    assert os.getxattr(path, "user.conat.name") == odd
+    assert os.getxattr(path, "user.conat.path") == odd_path
+    assert os.stat(path).st_size == 0  # subscribed by that lookup
+    node_publish(nats_server, odd_subject, message=b"hello")
+    wait_until(lambda: read(path, "rb") == b"hello\n", what="the message in the file")
+
+
+def test_ls_remembers_a_bounded_number_of_channels(mount_factory, nats_server):
+    m = mount_factory()
+    scope = f"{m.path}/p"
+    os.mkdir(scope)
+    node_publish(nats_server, *(f"conat.p.pubsub.ch{i:04d}" for i in range(1100)))
+
+    def last_shows():
+        node_publish(nats_server, "conat.p.pubsub.last")
+        return b"@last" in channels(scope)
+    wait_until(last_shows, what="the newest channel to show")
+    seen = channels(scope)
+    assert len(seen) <= 1024 and b"@ch0000" not in seen  # the oldest is forgotten

@@ -4,7 +4,8 @@
 // conatfs: callers pass the subject as docs/nats-mapping.md defines it
 // ("conat." T(scope) ".pubsub." T(name) ["." T(path)]).
 //
-//   node channel.js URL pub SUBJECT      publishes stdin, byte for byte, as one message
+//   node channel.js URL pub SUBJECT...   publishes stdin, byte for byte, as one message
+//                                        on each SUBJECT, in order
 //   node channel.js URL sub SUBJECT N    prints "ready" once the server knows the
 //                                        subscription, then N messages, each as one
 //                                        line of JSON: {"subject": ..., "data": ...}
@@ -30,10 +31,12 @@ function writeLine(text) {
 
 async function run(nc, cmd, args) {
   switch (cmd) {
-    case "pub":
-      nc.publish(args[0], await readStdin());
+    case "pub": {
+      const data = await readStdin();
+      for (const subject of args) nc.publish(subject, data);
       await nc.flush();
       return 0;
+    }
     case "sub": {
       const sub = nc.subscribe(args[0], { max: Number(args[1]) });
       await nc.flush(); // the server knows the interest now
@@ -52,7 +55,7 @@ async function run(nc, cmd, args) {
 async function main() {
   const [url, cmd, ...args] = process.argv.slice(2);
   if (!url || !cmd) {
-    process.stderr.write("usage: node channel.js URL pub SUBJECT | sub SUBJECT N\n");
+    process.stderr.write("usage: node channel.js URL pub SUBJECT... | sub SUBJECT N\n");
     return 1;
   }
   const nc = await connect({ servers: url, timeout: 5000 });

@@ -9,6 +9,7 @@
 
 #include <glib/gstdio.h>
 #include <errno.h>
+#include <nats/nats.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
@@ -493,6 +494,57 @@ test_names (void)
     g_assert_cmpstr (s1, ==, "conat.hub.pubsub.cursors");
     g_assert_cmpstr (s2, ==, "conat.p=2E1.pubsub.x=3E.a=20b/c=2Etxt");
   }
+}
+
+/* Channel subjects parse back; a scope's wildcard matches its channels only. */
+static void
+test_channel_names (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *wild = conat_nats_channel_wildcard ("p.1 *>", &error);
+  g_autofree char *long_scope = g_strnfill (3000, 's');
+  g_autofree char *long_subject = g_strconcat ("conat.s.pubsub.", long_scope, NULL);
+  const char *const bad[] = {
+    "conat.p.pubsub", "conat.p.pubsub.a.b.c", "conat.p.pubsub.=41", "conat.p.pubsub.=00",
+    "conat.p.pubsub.a.", "conat.p.pubsub..a", "conat.p.pubsub.a=2", "conat.p.pubsub.a=2e",
+    "conat.=00.pubsub.a", "conat.p.pubsub.a.b=zz", "conat.p.other.a", "other.p.pubsub.a",
+    "conat.p.pubsub.*", "conat.p.pubsub.>", "conat.p.pubsub.a b", long_subject,
+  };
+  char odd[256];
+
+  g_assert_no_error (error);
+  g_assert_cmpstr (wild, ==, "conat.p=2E1=20=2A=3E.pubsub.>");
+  g_assert_null (conat_nats_channel_wildcard (long_scope, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_NAME_TOO_LONG);
+  g_clear_error (&error);
+  for (int i = 1; i < 256; i++)  /* every byte but NUL */
+    odd[i - 1] = (char) i;
+  odd[255] = '\0';
+  for (int with_path = 0; with_path < 2; with_path++)
+    {
+      g_autofree char *subject = conat_nats_channel_subject (odd, with_path ? odd : NULL, odd,
+                                                             &error);
+      g_autofree char *scope = NULL, *name = NULL, *path = NULL;
+
+      g_assert_no_error (error);
+      g_assert_true (conat_nats_channel_parse (subject, &scope, &name, &path));
+      g_assert_cmpstr (scope, ==, odd);
+      g_assert_cmpstr (name, ==, odd);
+      g_assert_cmpstr (path, ==, with_path ? odd : NULL);
+    }
+  {
+    g_autofree char *scope = NULL, *name = NULL, *path = NULL;
+
+    g_assert_true (conat_nats_channel_parse ("conat.p.pubsub.a.=00", &scope, &name, &path));
+    g_assert_cmpstr (path, ==, "");  /* the empty path is a path */
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      char *scope = NULL, *name = NULL, *path = NULL;
+
+      g_assert_false (conat_nats_channel_parse (bad[i], &scope, &name, &path));
+      g_assert_null (scope);
+    }
 }
 
 /* ------------------------------------------------------------- namespace */
@@ -1092,6 +1144,110 @@ test_pubsub (Fixture *fx, gconstpointer data)
   backend_free (b);
 }
 
+/* What a scope watch saw: "NAME" or "NAME\nPATH" per message, as GBytes. */
+static void
+on_seen (const char *name, const char *path, gpointer data)
+{
+  g_autofree char *s = path ? g_strconcat (name, "\n", path, NULL) : g_strdup (name);
+  g_autoptr (GBytes) b = bytes (s);
+
+  on_message (b, data);
+}
+
+static gboolean
+inbox_has (Inbox *in, const char *s)
+{
+  g_autoptr (GBytes) want = bytes (s);
+  gboolean found = FALSE;
+
+  g_mutex_lock (&in->mu);
+  for (guint i = 0; i < in->messages->len && !found; i++)
+    found = g_bytes_equal (in->messages->pdata[i], want);
+  g_mutex_unlock (&in->mu);
+  return found;
+}
+
+static void
+raw_publish (natsConnection *nc, const char *subject)
+{
+  g_assert_cmpint (natsConnection_PublishString (nc, subject, "x"), ==, NATS_OK);
+}
+
+/* A watch hears every channel of its scope, from any client, and passes
+ * over subjects that are not channels'. */
+static void
+test_watch_scope (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) m = bytes ("m");
+  g_autofree char *long_name = g_strnfill (2990, 'n');
+  g_autofree char *long_subject = g_strconcat ("conat.p=2E1.pubsub.", long_name, NULL);
+  natsConnection *nc = NULL;
+  ConatBackendSub *watch;
+  Inbox seen;
+  gint64 deadline;
+
+  inbox_init (&seen);
+  g_assert_cmpint (natsConnection_ConnectTo (&nc, fx->url), ==, NATS_OK);
+  watch = a->klass->watch_scope (a, "p.1", on_seen, &seen, &error);
+  g_assert_no_error (error);
+
+  g_assert_true (b->klass->publish (b, "p.1", NULL, "chat", m, &error));
+  g_assert_true (b->klass->publish (b, "p.1", "src/a.c", "cursors", m, &error));
+  g_assert_true (b->klass->publish (b, "p.2", NULL, "elsewhere", m, &error));
+  g_assert_true (a->klass->publish (a, "p.1", NULL, "own", m, &error));
+  g_assert_no_error (error);
+  /* Another client, on subjects that do not decode, then on a channel's. */
+  raw_publish (nc, "conat.p=2E1.pubsub.a.b.c");
+  raw_publish (nc, "conat.p=2E1.pubsub.=41");
+  raw_publish (nc, "conat.p=2E1.pubsub.=00");
+  raw_publish (nc, "conat.p=2E1.pubsub.bad=zz");
+  raw_publish (nc, "conat.p=2E1.pubsub.x.=2");
+  raw_publish (nc, long_subject);
+  raw_publish (nc, "conat.p=2E1.pubsub.from-raw.doc/x=2Etex");
+  g_assert_cmpint (natsConnection_Flush (nc), ==, NATS_OK);
+  inbox_wait (&seen, 4);
+  g_assert_true (inbox_has (&seen, "chat"));
+  g_assert_true (inbox_has (&seen, "cursors\nsrc/a.c"));
+  g_assert_true (inbox_has (&seen, "own"));
+  g_assert_true (inbox_has (&seen, "from-raw\ndoc/x.tex"));
+  g_assert_cmpuint (seen.messages->len, ==, 4);
+
+  /* A flood of channels: the watch keeps up or drops reports, and a
+   * channel that keeps sending is heard afterwards. */
+  for (guint i = 0; i < 20000; i++)
+    {
+      g_autofree char *subject = g_strdup_printf ("conat.p=2E1.pubsub.flood%u", i);
+
+      raw_publish (nc, subject);
+    }
+  deadline = g_get_monotonic_time () + WAIT_MS * 1000;
+  while (!inbox_has (&seen, "after") && g_get_monotonic_time () < deadline)
+    {
+      raw_publish (nc, "conat.p=2E1.pubsub.after");
+      g_usleep (20000);
+    }
+  g_assert_true (inbox_has (&seen, "after"));
+  g_assert_true (backend_connected (a));
+
+  /* No callback after unsubscribe. */
+  a->klass->unsubscribe (watch);
+  g_mutex_lock (&seen.mu);
+  g_ptr_array_set_size (seen.messages, 0);
+  g_mutex_unlock (&seen.mu);
+  g_assert_true (b->klass->publish (b, "p.1", NULL, "chat", m, &error));
+  raw_publish (nc, "conat.p=2E1.pubsub.chat");
+  g_assert_cmpint (natsConnection_Flush (nc), ==, NATS_OK);
+  g_assert_cmpuint (seen.messages->len, ==, 0);
+
+  natsConnection_Destroy (nc);
+  inbox_clear (&seen);
+  backend_free (a);
+  backend_free (b);
+}
+
 /* ------------------------------------------------------------------ scale */
 
 static guint
@@ -1552,6 +1708,7 @@ main (int argc, char **argv)
   signal (SIGPIPE, SIG_IGN);
 
   g_test_add_func ("/nats/names", test_names);
+  g_test_add_func ("/nats/channel-names", test_channel_names);
   if (exe == NULL)
     {
       g_test_message ("nats-server not found (set NATS_SERVER)");
@@ -1566,6 +1723,7 @@ main (int argc, char **argv)
   ADD ("/nats/limits", test_limits, NULL);
   ADD ("/nats/options", test_options, NULL);
   ADD ("/nats/pubsub", test_pubsub, NULL);
+  ADD ("/nats/watch-scope", test_watch_scope, NULL);
   ADD ("/nats/many-stores", test_many_stores, NULL);
   ADD ("/nats/restart", test_restart, NULL);
   ADD ("/nats/credentials", test_credentials, auth_config);

@@ -1,5 +1,5 @@
 /* test-pubsub.c — conat PubSub on the embedded backend: delivery,
- * self-echo, no history, no cross-talk. */
+ * self-echo, no history, no cross-talk, watches of a scope's channels. */
 #include "conat.h"
 
 #include <string.h>
@@ -161,11 +161,93 @@ test_too_big (void)
   remove_tree (dir);
 }
 
+/* ------------------------------------------------------ scope watches */
+
+/* A watch's reports go to an Inbox: "NAME" or "NAME\nPATH" per message. */
+static void
+on_seen (ConatPubsubWatch *watch, const char *name, const char *path, gpointer data)
+{
+  Inbox *in = data;
+
+  g_mutex_lock (&in->lock);
+  g_ptr_array_add (in->got, path ? g_strconcat (name, "\n", path, NULL) : g_strdup (name));
+  g_mutex_unlock (&in->lock);
+}
+
+static gboolean seen_destroyed;
+
+static void
+on_seen_destroy (gpointer data)
+{
+  seen_destroyed = TRUE;
+}
+
+static void
+test_watch_scope (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp ("conat-pubsub-XXXXXX", &error);
+  g_autoptr (ConatClient) client = conat_client_new_embedded (dir, &error);
+  char odd[256];
+  Inbox in, seen;
+  ConatPubsubWatch *watch;
+  ConatPubsub *chat, *cursor, *other, *weird;
+
+  g_assert_no_error (error);
+  for (int i = 1; i < 256; i++)  /* every byte but NUL */
+    odd[i - 1] = (char) i;
+  odd[255] = '\0';
+  inbox_init (&in), inbox_init (&seen);
+  g_assert_null (conat_pubsub_watch_open (client, "", on_seen, &seen, NULL, &error));
+  g_assert_error (error, CONAT_ERROR, CONAT_ERROR_INVALID_NAME);
+  g_clear_error (&error);
+
+  watch = conat_pubsub_watch_open (client, "project-test", on_seen, &seen, on_seen_destroy,
+                                   &error);
+  g_assert_no_error (error);
+  chat = open_channel (client, NULL, "chat", &in);
+  cursor = open_channel (client, "doc/a.tex", "cursors", &in);
+  weird = open_channel (client, odd, odd, &in);
+  other = conat_pubsub_open (client, "other-scope", NULL, "chat", on_message, &in, NULL, &error);
+  g_assert_no_error (error);
+
+  publish_str (other, "not in the watched scope");
+  publish_str (chat, "one");
+  publish_str (cursor, "two");
+  publish_str (weird, "three");
+  publish_str (chat, "four");
+  g_assert_true (eventually_len (&seen, 4));
+  g_assert_true (eventually_len (&in, 5));
+  g_assert_cmpuint (inbox_len (&seen), ==, 4);
+  g_assert_cmpstr (seen.got->pdata[0], ==, "chat");
+  g_assert_cmpstr (seen.got->pdata[1], ==, "cursors\ndoc/a.tex");
+  {
+    g_autofree char *both = g_strconcat (odd, "\n", odd, NULL);
+
+    g_assert_cmpstr (seen.got->pdata[2], ==, both);
+  }
+  g_assert_cmpstr (seen.got->pdata[3], ==, "chat");
+
+  /* Closed: no callback after, and the destroy notify ran. */
+  conat_pubsub_watch_close (watch);
+  g_assert_true (seen_destroyed);
+  publish_str (chat, "five");
+  g_assert_true (eventually_len (&in, 6));
+  g_assert_cmpuint (inbox_len (&seen), ==, 4);
+
+  conat_pubsub_close (chat), conat_pubsub_close (cursor);
+  conat_pubsub_close (weird), conat_pubsub_close (other);
+  inbox_clear (&in), inbox_clear (&seen);
+  g_clear_pointer (&client, conat_client_unref);
+  remove_tree (dir);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/pubsub/deliver-echo-history-crosstalk", test_pubsub);
   g_test_add_func ("/pubsub/too-big", test_too_big);
+  g_test_add_func ("/pubsub/watch-scope", test_watch_scope);
   return g_test_run ();
 }
