@@ -561,6 +561,8 @@ set_connected (NatsBackend *be, gboolean connected, natsConnection *nc, const ch
     be->maint_reconnect = be->maint_wanted = TRUE;
   g_cond_broadcast (&be->cond);
   g_mutex_unlock (&be->mu);
+  if (!connected)
+    nats_stores_disconnected (be);
   nats_acks_interrupt (be);
   return url;
 }

@@ -86,14 +86,27 @@ nats_bucket_ensure (NatsBackend *be, const char *bucket, gboolean ephemeral, gbo
 }
 
 /* Makes the next message of an empty bucket get sequence SEQ, so that
- * revisions keep growing over a re-created bucket.  Best effort. */
+ * revisions keep growing over a re-created bucket.  Best effort, and only
+ * forward: a purge to sequence SEQ removes every message below SEQ (and one
+ * to sequence 1 removes them all), so it must not run once a message of
+ * the new bucket may be in it -- another client writes as soon as the bucket
+ * exists.  The bucket is checked just before; what is left is the round
+ * trip between the check and the purge. */
 void
 nats_bucket_skip_to (NatsBackend *be, const char *bucket, guint64 seq)
 {
   g_autofree char *stream = stream_name (bucket);
+  jsStreamInfo *si = NULL;
+  gboolean empty;
   jsOptions o;
   jsErrCode jerr = 0;
 
+  if (!nats_stream_info (be, bucket, &si, NULL))
+    return;
+  empty = si->State.Msgs == 0 && si->State.LastSeq + 1 < seq;
+  jsStreamInfo_Destroy (si);
+  if (!empty)
+    return;
   jsOptions_Init (&o);
   o.Stream.Purge.Sequence = seq;
   if (js_PurgeStream (be->js, stream, &o, &jerr) != NATS_OK)

@@ -87,6 +87,7 @@ struct _ConatBackendStore {
   /* guarded by d.mu */
   natsSubscription *sub;
   guint gen;               /* generation of the current subscription */
+  gboolean stale;          /* ephemeral: the connection dropped since the watch began */
   gboolean ephemeral;
   gint64 created;          /* creation time of the bucket's stream (ns) */
   gboolean gone;           /* the bucket was missing at the last check */
@@ -159,6 +160,7 @@ void nats_store_request_check (ConatBackendStore *store);
 void nats_stores_bucket_changed (NatsBackend *be, const char *bucket);
 void nats_stores_note_config (NatsBackend *be, const char *bucket, jsStreamInfo *si);
 void nats_stores_bucket_changed_remotely (NatsBackend *be, const char *bucket);
+void nats_stores_disconnected (NatsBackend *be);
 gpointer nats_maint_thread (gpointer data);
 
 /* nats-config.c */

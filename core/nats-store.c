@@ -23,9 +23,14 @@
  * store that is written to, or by someone else), the handle reports each of
  * the K keys it had as deleted, at revisions S+1 .. S+K (S = the highest
  * revision it knew), the bucket is moved on to sequence S+K+1 if it is still
- * empty, and a new watch starts after S+K.  So the revisions a handle reports
- * only grow; a client that writes to the new bucket before it was moved on
- * loses those writes for this handle (a documented gap).
+ * empty (never backwards: a purge removes every message below its sequence,
+ * and another client may have written to the new bucket already), and a new
+ * watch starts after S+K.  So the revisions a handle reports only grow; a
+ * client that writes to the new bucket before it was moved on keeps those
+ * writes, but a handle that started after them misses them (a documented
+ * gap).  After a disconnect the watches of ephemeral handles deliver nothing
+ * until that check ran (nats_stores_disconnected): libnats resumes them on
+ * whatever bucket has the name, maybe one re-created by another client.
  *
  * Old values.  The server drops the messages of a bucket with MaxAge
  * without a delete marker, so the watch never hears of it: the maintenance
@@ -271,6 +276,7 @@ store_subscribe (ConatBackendStore *st, jsDeliverPolicy policy, guint64 start, G
   if (st->gen == w->gen && !st->d.closing)
     {
       st->sub = sub;
+      st->stale = FALSE;
       sub = NULL;
     }
   g_mutex_unlock (&st->d.mu);
@@ -557,6 +563,31 @@ nats_stores_note_config (NatsBackend *be, const char *bucket, jsStreamInfo *si)
   g_mutex_unlock (&be->mu);
 }
 
+/* The connection dropped.  A memory bucket is gone if the server restarted,
+ * and libnats resumes a watch on whatever bucket has the name once it is
+ * back: another client may have re-created it, and its messages would then
+ * follow the old bucket's without the old keys being reported deleted.  So
+ * the watches of ephemeral handles deliver nothing more; the check after the
+ * reconnect resumes them (same bucket) or resets them (new bucket). */
+void
+nats_stores_disconnected (NatsBackend *be)
+{
+  g_mutex_lock (&be->mu);
+  for (GList *l = be->stores; l; l = l->next)
+    {
+      ConatBackendStore *st = l->data;
+
+      g_mutex_lock (&st->d.mu);
+      if (st->ephemeral && !st->stale)
+        {
+          st->stale = TRUE;
+          st->gen++;  /* drops the messages of the current watch */
+        }
+      g_mutex_unlock (&st->d.mu);
+    }
+  g_mutex_unlock (&be->mu);
+}
+
 /* With d.mu held: reports every key the handle had that was stored before
  * BEFORE_NS as deleted, each at its own revision from last_seq + 1 on (or
  * all at last_seq unless BUMP). */
@@ -674,7 +705,7 @@ store_follows_new_bucket (ConatBackendStore *st, jsStreamInfo *si)
   gboolean follows;
 
   g_mutex_lock (&st->d.mu);
-  follows = st->sub != NULL && !st->gone && st->last_stored_ns >= si->Created;
+  follows = st->sub != NULL && !st->gone && !st->stale && st->last_stored_ns >= si->Created;
   if (follows)
     {
       store_forget_keys_locked (st, si->Created, FALSE);
@@ -741,7 +772,7 @@ store_check_consumer (ConatBackendStore *st)
   guint64 start;
 
   g_mutex_lock (&st->d.mu);
-  sub = st->sub;
+  sub = st->stale ? NULL : st->sub;
   g_mutex_unlock (&st->d.mu);
   if (sub != NULL)
     {
@@ -769,7 +800,7 @@ store_check (ConatBackendStore *st, CheckKind kind)
 {
   g_autoptr (GError) error = NULL;
   jsStreamInfo *si = NULL;
-  gboolean ok = TRUE, closing, ephemeral, gone;
+  gboolean ok = TRUE, closing, ephemeral, gone, stale;
   gint64 created;
 
   g_mutex_lock (&st->sub_mu);
@@ -778,6 +809,7 @@ store_check (ConatBackendStore *st, CheckKind kind)
   created = st->created;
   ephemeral = st->ephemeral;
   gone = st->gone;
+  stale = st->stale;
   g_mutex_unlock (&st->d.mu);
   if (closing)
     ;
@@ -797,7 +829,7 @@ store_check (ConatBackendStore *st, CheckKind kind)
       g_mutex_lock (&st->d.mu);
       store_note_config_locked (st, si);
       g_mutex_unlock (&st->d.mu);
-      if (gone || kind != CHECK_PERIODIC)
+      if (gone || stale || kind != CHECK_PERIODIC)
         ok = store_check_consumer (st);  /* it was not gone after all */
     }
   jsStreamInfo_Destroy (si);

@@ -1730,11 +1730,7 @@ main (int argc, char **argv)
   ADD ("/nats/token", test_token, token_config);
   ADD ("/nats/permission", test_permission, deny_config);
   ADD ("/nats/ephemeral-flip", test_ephemeral_flip, NULL);
-  /* Known bug (issue 7 note): a handle on another connection sometimes
-   * misses the first write made right after the flip (about 1 run in 3), so
-   * this runs only on request: CONATFS_KNOWN_BUGS=1. */
-  if (g_strcmp0 (g_getenv ("CONATFS_KNOWN_BUGS"), "1") == 0)
-    ADD ("/nats/ephemeral-flip-elsewhere", test_ephemeral_flip_elsewhere, NULL);
+  ADD ("/nats/ephemeral-flip-elsewhere", test_ephemeral_flip_elsewhere, NULL);
   ADD ("/nats/offline-queries", test_offline_queries, NULL);
 #undef ADD
   g_test_add_func ("/nats/no-server", test_no_server);
