@@ -153,9 +153,14 @@ bucket_scan (NatsBackend *be, const char *bucket,
   if (last == 0)
     return TRUE;
 
+  /* A plain ephemeral consumer, not an ordered one: libnats re-creates an
+   * ordered consumer in place after a gap or a reconnect, and that can race
+   * natsSubscription_Destroy of this short-lived subscription (a freed
+   * subscription left in the connection's table).  A scan needs no
+   * recovery: a failed one is an error, and the caller may ask again. */
   jsSubOptions_Init (&so);
   so.Stream = stream;
-  so.Ordered = true;
+  so.Config.AckPolicy = js_AckNone;
   so.Config.DeliverPolicy = js_DeliverLastPerSubject;
   so.Config.HeadersOnly = true;
   s = js_SubscribeSync (&sub, be->js, filter, NULL, &so, &jerr);
@@ -193,6 +198,7 @@ bucket_scan (NatsBackend *be, const char *bucket,
       if (seq >= last)
         break;
     }
+  natsSubscription_Unsubscribe (sub);  /* deletes the consumer */
   natsSubscription_Destroy (sub);
   if (s != NATS_OK)
     {
