@@ -1,4 +1,4 @@
-/* client-private.h — what client.c, dkv.c and pubsub.c share. */
+/* client-private.h — what client.c, the dkv files and pubsub.c share. */
 #pragma once
 
 #include "backend.h"
@@ -19,7 +19,7 @@ struct _ConatClient {
   gboolean saver_stop;
 };
 
-/* dkv.c */
+/* dkv-save.c */
 void conat_dkv_saver_run (ConatClient *client);
 guint64 conat_dkv_pending_count (ConatDkv *kv);
 
