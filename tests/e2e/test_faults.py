@@ -234,11 +234,8 @@ def test_sigstop_server_reads_answer_writes_queue(mount_factory, backend, nats):
 
 # ------------------------------------ 1. kill -9 of the server under load
 
-# Issue 8 asks for 10,000 sets; CI runs 2000 (a few seconds with the
-# outage); CONATFS_LONG=1 runs the full 10,000.  Known bug: at 10,000 a
-# writer sometimes hangs in the kernel after the server is back (the
-# daemon's FUSE requests never answered) -- open, see the issue.
-SETS = 10000 if os.environ.get("CONATFS_LONG") == "1" else 2000
+# Issue 8's 10,000 sets (a few seconds with the outage).
+SETS = 10000
 SYNC_EVERY = 50  # every 50th set of a writer is fsynced
 
 
