@@ -88,6 +88,7 @@ struct _ConatBackendStore {
   natsSubscription *sub;
   guint gen;               /* generation of the current subscription */
   gboolean stale;          /* ephemeral: the connection dropped since the watch began */
+  gboolean broken;         /* the watch skipped a message: resume it after last_seq */
   gboolean ephemeral;
   gint64 created;          /* creation time of the bucket's stream (ns) */
   gboolean gone;           /* the bucket was missing at the last check */

@@ -1,14 +1,22 @@
 /* nats-store.c — store handles of the NATS backend: the watch that keeps a
  * handle current, and recovery when a bucket vanishes.
  *
- * Watch.  A handle owns one ordered push consumer on "$KV.<bucket>.>"
- * (libnats re-creates it from the next sequence after a gap or missed
- * heartbeats).  store_open reads the bucket's last sequence L, then starts
+ * Watch.  A handle owns one ephemeral push consumer on "$KV.<bucket>.>"
+ * (no acks).  store_open reads the bucket's last sequence L, then starts
  * the consumer with "last message per subject": that replay comes in
  * sequence order and always includes L, so once a message with sequence >= L
  * arrived the handle holds every key.  Every subscription carries a
  * generation; messages of a replaced subscription are dropped, so changes
- * stay in revision order over re-subscriptions.
+ * stay in revision order over re-subscriptions.  The handle keeps the watch
+ * whole itself, not libnats' ordered consumers (which re-create themselves
+ * under a new subscription id from libnats' own threads, racing
+ * natsSubscription_Destroy: a freed subscription left in the connection's
+ * table hung or crashed the reader thread when stores were removed under
+ * load).  A message whose consumer sequence is not the next one means the
+ * watch skipped something: its later messages are dropped and the
+ * maintenance thread resumes it after the last revision delivered, as it
+ * does after every reconnect (messages sent meanwhile are lost to a consumer
+ * without acks) and when a periodic check finds the consumer gone.
  *
  * Vanishing buckets.  A memory bucket is gone after a server restart, and a
  * bucket can be removed or re-created (set_store_ephemeral) by any client.
@@ -62,6 +70,7 @@ typedef struct {
 typedef struct {
   ConatBackendStore *store;  /* a reference */
   guint gen;
+  guint64 dseq;              /* consumer sequence of the last message (d.mu) */
 } Watch;
 
 typedef enum { CHECK_NONE, CHECK_PERIODIC, CHECK_REMOTE, CHECK_RECONNECT, CHECK_WRITE } CheckKind;
@@ -95,9 +104,10 @@ parse_writer (const char *text, guint64 *writer_id, guint64 *gen)
   *gen = n;
 }
 
-/* NULL for messages that are no key of ours (then only *SEQ is set). */
+/* NULL for messages that are no key of ours (then only *SEQ and *DSEQ,
+ * the consumer's sequence, are set). */
 static Change *
-change_from_msg (ConatBackendStore *st, natsMsg *msg, guint64 *seq)
+change_from_msg (ConatBackendStore *st, natsMsg *msg, guint64 *seq, guint64 *dseq)
 {
   const char *subject = natsMsg_GetSubject (msg);
   gsize prefix_len = strlen (st->prefix);
@@ -110,6 +120,7 @@ change_from_msg (ConatBackendStore *st, natsMsg *msg, guint64 *seq)
   if (natsMsg_GetMetaData (&meta, msg) != NATS_OK)
     return NULL;
   *seq = meta->Sequence.Stream;
+  *dseq = meta->Sequence.Consumer;
   stored_ns = meta->Timestamp;
   jsMsgMetaData_Destroy (meta);
   if (!g_str_has_prefix (subject, st->prefix))
@@ -184,11 +195,21 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
 {
   Watch *w = closure;
   ConatBackendStore *st = w->store;
-  guint64 seq = 0;
-  Change *c = change_from_msg (st, msg, &seq);
+  guint64 seq = 0, dseq = 0;
+  Change *c = change_from_msg (st, msg, &seq, &dseq);
+  gboolean broke = FALSE;
 
   natsMsg_Destroy (msg);
   g_mutex_lock (&st->d.mu);
+  if (seq > 0 && w->gen == st->gen && !st->d.closing && dseq != w->dseq + 1)
+    {
+      g_debug ("the watch of %s skipped from message %" G_GUINT64_FORMAT " to %"
+               G_GUINT64_FORMAT "; resuming it", st->bucket, w->dseq, dseq);
+      st->gen++;  /* drops the rest of this watch */
+      st->broken = broke = TRUE;
+    }
+  else if (seq > 0)
+    w->dseq = dseq;
   if (seq > 0 && w->gen == st->gen && !st->d.closing)
     {
       st->last_seq = MAX (st->last_seq, seq);
@@ -218,6 +239,8 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
   g_mutex_unlock (&st->d.mu);
   if (c)
     change_free (c);
+  if (broke)
+    nats_store_request_check (st);
 }
 
 static void
@@ -259,7 +282,7 @@ store_subscribe (ConatBackendStore *st, jsDeliverPolicy policy, guint64 start, G
 
   jsSubOptions_Init (&so);
   so.Stream = st->stream;
-  so.Ordered = true;
+  so.Config.AckPolicy = js_AckNone;
   so.Config.DeliverPolicy = policy;
   so.Config.OptStartSeq = start;
   s = js_Subscribe (&sub, be->js, st->filter, store_on_msg, w, NULL, &so, &jerr);
@@ -271,12 +294,15 @@ store_subscribe (ConatBackendStore *st, jsDeliverPolicy policy, guint64 start, G
     }
   if (natsSubscription_SetOnCompleteCB (sub, watch_done, w) != NATS_OK)
     g_debug ("watch of %s closed before it started", st->bucket);
+  /* No limit: libnats would drop what a big replay queues up (a gap). */
+  natsSubscription_SetPendingLimits (sub, -1, -1);
 
   g_mutex_lock (&st->d.mu);
   if (st->gen == w->gen && !st->d.closing)
     {
       st->sub = sub;
       st->stale = FALSE;
+      st->broken = FALSE;
       sub = NULL;
     }
   g_mutex_unlock (&st->d.mu);
@@ -695,10 +721,10 @@ store_adopt_locked (ConatBackendStore *st, jsStreamInfo *si)
     g_clear_pointer (&st->keys, g_hash_table_unref);
 }
 
-/* libnats re-creates a lost ordered consumer by itself after about 10 s of
- * missed heartbeats, on whatever stream has the name by then: if the watch
- * already delivered messages of the new bucket, keep it and forget only the
- * keys of the old one (a rare race: they share the current revision). */
+/* If the watch already delivered messages of the new bucket (a consumer
+ * made on the new stream between our stream info calls), keep it and forget
+ * only the keys of the old one (a rare race: they share the current
+ * revision). */
 static gboolean
 store_follows_new_bucket (ConatBackendStore *st, jsStreamInfo *si)
 {
@@ -761,10 +787,11 @@ store_reset (ConatBackendStore *st, jsStreamInfo *si)
   return ok;
 }
 
-/* After a reconnect the server may have lost the consumer: resume the
- * watch after the last revision seen. */
+/* The server may have lost the consumer, and after a reconnect (RESUME)
+ * or a gap the watch missed messages: resume it after the last revision
+ * seen. */
 static gboolean
-store_check_consumer (ConatBackendStore *st)
+store_check_consumer (ConatBackendStore *st, gboolean resume)
 {
   jsConsumerInfo *ci = NULL;
   natsSubscription *sub, *old;
@@ -772,7 +799,7 @@ store_check_consumer (ConatBackendStore *st)
   guint64 start;
 
   g_mutex_lock (&st->d.mu);
-  sub = st->stale ? NULL : st->sub;
+  sub = st->stale || st->broken || resume ? NULL : st->sub;
   g_mutex_unlock (&st->d.mu);
   if (sub != NULL)
     {
@@ -800,7 +827,7 @@ store_check (ConatBackendStore *st, CheckKind kind)
 {
   g_autoptr (GError) error = NULL;
   jsStreamInfo *si = NULL;
-  gboolean ok = TRUE, closing, ephemeral, gone, stale;
+  gboolean ok = TRUE, closing, ephemeral, gone;
   gint64 created;
 
   g_mutex_lock (&st->sub_mu);
@@ -809,7 +836,6 @@ store_check (ConatBackendStore *st, CheckKind kind)
   created = st->created;
   ephemeral = st->ephemeral;
   gone = st->gone;
-  stale = st->stale;
   g_mutex_unlock (&st->d.mu);
   if (closing)
     ;
@@ -829,8 +855,7 @@ store_check (ConatBackendStore *st, CheckKind kind)
       g_mutex_lock (&st->d.mu);
       store_note_config_locked (st, si);
       g_mutex_unlock (&st->d.mu);
-      if (gone || stale || kind != CHECK_PERIODIC)
-        ok = store_check_consumer (st);  /* it was not gone after all */
+      ok = store_check_consumer (st, gone || kind == CHECK_RECONNECT);
     }
   jsStreamInfo_Destroy (si);
   g_mutex_unlock (&st->sub_mu);

@@ -9,6 +9,7 @@ server options parametrizes `nats_options`.
 """
 import errno
 import os
+import threading
 
 import pytest
 
@@ -291,6 +292,54 @@ def test_names_too_long_for_the_server(pair, nats):
     assert fsync_errno(f"{da}/after") == 0
     wait_until(lambda: shows(f"{db}/after", b"normal"), what="a normal write afterwards")
     assert status(a)["connected"]
+
+
+# ------------------------------- stores made, moved and removed under load
+
+def test_store_churn_while_another_mount_reads(mount_factory):
+    """mkdir, 20 writes, mv and rm -r of a store, again and again, while a
+    second mount lists and reads the scope: every command succeeds, both
+    daemons stay up and unmount cleanly.  (Before the watches stopped using
+    libnats' ordered consumers, a few hundred rounds hung or crashed the
+    remover's NATS reader thread.)"""
+    a, b = mount_factory(), mount_factory()
+    scope, other = (os.path.join(m.path, "p") for m in (a, b))
+    os.makedirs(scope)
+    stop = threading.Event()
+    errors = []
+
+    def look():
+        while not stop.is_set():
+            try:
+                for s in os.listdir(other):
+                    for k in os.listdir(f"{other}/{s}")[:3]:
+                        read(f"{other}/{s}/{k}")
+            except FileNotFoundError:
+                pass  # removed meanwhile
+            except OSError as e:
+                errors.append(e)
+
+    reader = threading.Thread(target=look, daemon=True)
+    reader.start()
+    try:
+        for i in range(ROUNDS):
+            os.makedirs(f"{scope}/a")
+            for k in range(20):
+                write(f"{scope}/a/k{k}", f"round {i} value {k}")
+            run(f"mv {scope}/a {scope}/b")
+            assert read(f"{scope}/b/k7") == f"round {i} value 7"
+            run(f"rm -r {scope}/b")
+            assert os.listdir(scope) == []
+            assert a.proc.poll() is None and b.proc.poll() is None
+    finally:
+        stop.set()
+        reader.join(10)
+    assert not reader.is_alive() and errors == []
+    a.unmount()
+    b.unmount()
+
+
+ROUNDS = 150
 
 
 # ------------------------------------- the generic file tests, on NATS too
