@@ -7,10 +7,12 @@
 Each figure is the median over repeats, next to its anchor measured in the
 same run (tmpfs for file operations, and nullfs, the cheapest possible FUSE
 daemon, for the floor of the kernel round trips; raw libnats on the same
-nats-server for the NATS backend), so the ratios hold on a shared, noisy
-machine.  Starts its own mounts (as root: a tmpfs too) and its own
-nats-server (a free loopback port, a temporary directory), and leaves
-nothing behind.
+nats-server for the NATS backend: pipelined puts, kvWatcher, core
+pub/sub), so the ratios hold on a shared, noisy machine.  Starts its own
+mounts (as root: a tmpfs too) and its own nats-servers (free loopback
+ports, temporary directories), and leaves nothing behind.  --quick: 3
+repeats of smaller runs; --only: some groups of figures.  Takes a few
+minutes.
 """
 import argparse
 import collections
