@@ -77,8 +77,12 @@ load (natsConnection *nc, const char *bucket, double t0)
       n++;
       kvEntry_Destroy (e);
     }
+  if (n == 0)
+    {
+      fprintf (stderr, "raw-nats-load: bucket %s is empty\n", bucket);
+      exit (1);
+    }
   printf ("%.0f\n", now_ns () - t0);
-  fprintf (stderr, "raw-nats-load: %ld keys\n", n);
   kvWatcher_Destroy (w);
   kvStore_Destroy (kv);
   jsCtx_Destroy (js);
