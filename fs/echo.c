@@ -568,6 +568,32 @@ echo_modify (ConatfsEcho *echo, const Job *job, int root, const char *path)
   close (fd);
 }
 
+/* TRUE if the kernel knows entries below the directory at JOB's name (it
+ * was looked up here, and below, before the poller saw it made elsewhere).
+ * A create echo would invalidate that entry and cut the whole subtree off:
+ * its names would get new inodes, and a watch on a directory below would
+ * never hear of a change again.  Such a directory gets no IN_CREATE (one
+ * scan of the inode table; directories made elsewhere are rare). */
+static gboolean
+echo_has_subtree (ConatfsEcho *echo, const Job *job)
+{
+  g_autoptr (ConatfsInode) dir = echo_child (echo->fs, job);
+  gboolean found = FALSE;
+  GHashTableIter iter;
+  gpointer value;
+
+  if (dir == NULL)
+    return FALSE;
+  g_mutex_lock (&echo->fs->lock);
+  g_hash_table_iter_init (&iter, echo->fs->by_ino);
+  while (!found && g_hash_table_iter_next (&iter, NULL, &value))
+    found = ((ConatfsInode *) value)->parent == dir;
+  g_mutex_unlock (&echo->fs->lock);
+  if (found)
+    g_debug ("echo: %s has entries known here: no create echo", job->file_name);
+  return found;
+}
+
 /* Makes JOB's syscalls below the mount's root ROOT. */
 static void
 echo_ops (ConatfsEcho *echo, const Job *job, int root, const char *path)
@@ -576,6 +602,8 @@ echo_ops (ConatfsEcho *echo, const Job *job, int root, const char *path)
 
   if (job->ops & OP_DELETE)
     echo_delete (echo, job, root, path);
+  if ((job->ops & OP_CREATE) && (job->ops & OP_DIR) && echo_has_subtree (echo, job))
+    return;
   if (job->ops & OP_CREATE)
     {
       fd = echo_create (echo, job, root, path);

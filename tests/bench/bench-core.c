@@ -10,22 +10,9 @@
 #include <stdlib.h>
 #include <glib/gstdio.h>
 
+#include "bench-util.h"
+
 #define N_SETS 100000
-
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-
-  return (x > y) - (x < y);
-}
-
-static double
-median (double *v, int n)
-{
-  qsort (v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /* One run: returns sets/s in *SET_RATE and confirmed saves/s in *SAVE_RATE. */
 static void
@@ -72,9 +59,9 @@ main (int argc, char **argv)
   conat_client_unref (client);
 
   g_print ("| figure | median of %d | target |\n|---|---|---|\n", repeats);
-  g_print ("| set() calls/s (local) | %.0f | >= 200000 |\n", median (sets, repeats));
+  g_print ("| set() calls/s (local) | %.0f | >= 200000 |\n", sorted_median (sets, repeats));
   g_print ("| confirmed saves/s (embedded, %d sets + save) | %.0f | >= 50000 |\n", N_SETS,
-           median (saves, repeats));
+           sorted_median (saves, repeats));
 
   cmd = g_strdup_printf ("rm -rf '%s'", dir);
   if (system (cmd) != 0)

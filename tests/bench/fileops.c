@@ -11,14 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double
-now_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
+#include "bench-util.h"
 
 static int
 read_once (const char *path)

@@ -20,34 +20,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-util.h"
+
 #define VALUE_SIZE 100
 #define MAX_THREADS 64
 
 static char value[VALUE_SIZE];
-
-static double
-now_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-
-  return (x > y) - (x < y);
-}
-
-static void
-die (const char *what)
-{
-  perror (what);
-  exit (1);
-}
 
 typedef struct {
   const char *dir;
@@ -140,8 +118,7 @@ fsync_median (const char *path, long n)
         die (path);
       lat[i] = now_ns () - t0;
     }
-  qsort (lat + 1, n, sizeof *lat, cmp_double);
-  printf ("%.0f\n", n % 2 ? lat[1 + n / 2] : (lat[n / 2] + lat[1 + n / 2]) / 2);
+  printf ("%.0f\n", sorted_median (lat + 1, n));
   free (lat);
   return 0;
 }

@@ -19,35 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-util.h"
+
 #define VALUE_SIZE 100
 #define MAX_PENDING 4000
-
-static double
-now_ns (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-
-  return (x > y) - (x < y);
-}
-
-static void
-check (natsStatus s, const char *what)
-{
-  if (s == NATS_OK)
-    return;
-  fprintf (stderr, "raw-nats: %s: %s (%s)\n", what, natsStatus_GetText (s),
-           nats_GetLastError (NULL) ? nats_GetLastError (NULL) : "");
-  exit (1);
-}
 
 static long errors;
 
@@ -102,8 +77,7 @@ sync_median (kvStore *kv, long n, const char *value)
       check (kvStore_Put (&rev, kv, key, value, VALUE_SIZE), "kvStore_Put");
       lat[i] = now_ns () - t0;
     }
-  qsort (lat, n, sizeof *lat, cmp_double);
-  median = n % 2 ? lat[n / 2] : (lat[n / 2 - 1] + lat[n / 2]) / 2;
+  median = sorted_median (lat, n);
   free (lat);
   return median;
 }

@@ -249,6 +249,14 @@ def test_stores_and_scopes_made_and_removed_elsewhere(pair, watchers):
             if n & {"CREATE", "DELETE"}] == [["CREATE"], ["DELETE"]]
 
 
+def test_a_store_looked_up_before_the_poller_saw_it_keeps_its_watchers(pair, watchers):
+    a, b, da, db = pair  # B looked p/s up before its poller listed it
+    w = watchers.syscalls(b.path, [db])
+    wait_dir_polls(b)  # finds p and p/s made elsewhere: no echo may cut the watch off
+    write(f"{da}/k", "after the poll")
+    wait_events(w, "p/s/k", ["CREATE", "CLOSE_WRITE"])
+
+
 def test_inotifywait_sees_changes_made_by_a_nats_client(mount_factory, watchers, nats_server):
     b = mount_factory()
     db = os.path.join(b.path, "p", "s")
