@@ -4,7 +4,9 @@
  * inode or directory a FUSE request is working on, so they must not run in
  * a FUSE worker or while holding a lock a handler needs.  Change events
  * (core threads) only queue a notice here; this thread, which holds no lock,
- * sends it.  The inotify echo of remote changes (DESIGN §4) has a thread of
+ * sends it.  A poll wake-up takes no inode lock, so it goes out at once from
+ * the caller's thread (one hand-off less between a message and poll()).
+ * The inotify echo of remote changes (DESIGN §4) has a thread of
  * its own (echo.c), since its syscalls wait for FUSE workers.
  */
 #include "fs-private.h"
@@ -16,7 +18,6 @@ typedef enum {
   NOTICE_INVAL_INODE,
   NOTICE_INVAL_ENTRY,
   NOTICE_INVAL_ATTR,  /* attributes only: a channel file grew */
-  NOTICE_POLL,        /* wake a poll() of a channel file */
   NOTICE_STOP,
 } NoticeKind;
 
@@ -24,7 +25,6 @@ typedef struct {
   NoticeKind kind;
   fuse_ino_t ino;   /* the inode, or the parent of the entry */
   char *file_name;  /* NOTICE_INVAL_ENTRY */
-  struct fuse_pollhandle *ph; /* NOTICE_POLL (owned) */
 } Notice;
 
 struct _ConatfsNotifier {
@@ -37,8 +37,6 @@ static void
 notice_free (Notice *notice)
 {
   g_free (notice->file_name);
-  if (notice->ph != NULL)
-    fuse_pollhandle_destroy (notice->ph);
   g_free (notice);
 }
 
@@ -51,8 +49,6 @@ notice_send (struct fuse_session *session, const Notice *notice)
     res = fuse_lowlevel_notify_inval_inode (session, notice->ino, 0, 0);
   else if (notice->kind == NOTICE_INVAL_ATTR)
     res = fuse_lowlevel_notify_inval_inode (session, notice->ino, -1, 0);
-  else if (notice->kind == NOTICE_POLL)
-    res = fuse_lowlevel_notify_poll (notice->ph);
   else
     res = fuse_lowlevel_notify_inval_entry (session, notice->ino, notice->file_name,
                                             strlen (notice->file_name));
@@ -126,21 +122,15 @@ conatfs_notifier_inval_attr (ConatfsNotifier *notifier, fuse_ino_t ino)
     notifier_push (notifier, NOTICE_INVAL_ATTR, ino, NULL);
 }
 
-/* Wakes the poll() that PH came with; takes PH. */
+/* Wakes the poll() that PH came with, now; takes PH. */
 void
 conatfs_notifier_poll (ConatfsNotifier *notifier, struct fuse_pollhandle *ph)
 {
-  Notice *notice;
+  int res = notifier != NULL ? fuse_lowlevel_notify_poll (ph) : 0;
 
-  if (notifier == NULL)
-    {
-      fuse_pollhandle_destroy (ph);
-      return;
-    }
-  notice = g_new0 (Notice, 1);
-  notice->kind = NOTICE_POLL;
-  notice->ph = ph;
-  g_async_queue_push (notifier->queue, notice);
+  if (res != 0 && res != -ENOENT)
+    g_debug ("notify poll: %s", strerrorname_np (-res));
+  fuse_pollhandle_destroy (ph);
 }
 
 /* Sends what is queued, then stops the thread. */
