@@ -460,20 +460,40 @@ nats_max_message_size (ConatBackend *backend)
 
 /* --------------------------------------------------------- advisories */
 
-#define ADVISORY_PREFIX "$JS.EVENT.ADVISORY.STREAM."
+#define STREAM_ADVISORIES "$JS.EVENT.ADVISORY.STREAM."
+#define CONSUMER_DELETED "$JS.EVENT.ADVISORY.CONSUMER.DELETED."
 
-/* "$JS.EVENT.ADVISORY.STREAM.{CREATED,DELETED}.KV_<bucket>": another client
- * made or removed a bucket; open handles of it check it at once. */
+/* "$JS.EVENT.ADVISORY.STREAM.{CREATED,DELETED,LEADER_ELECTED}.KV_<bucket>"
+ * and "$JS.EVENT.ADVISORY.CONSUMER.DELETED.KV_<bucket>.<consumer>": another
+ * client made or removed a bucket, a cluster node that led it died (with the
+ * ephemeral consumers it held), or a consumer of it is gone; open handles of
+ * the bucket check it, and their watch, at once. */
 static void
 on_advisory (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
-  const char *action = natsMsg_GetSubject (msg) + strlen (ADVISORY_PREFIX);
-  const char *stream = strchr (action, '.');
+  const char *subject = natsMsg_GetSubject (msg);
+  g_autofree char *stream = NULL;
 
-  if (stream != NULL
-      && (g_str_has_prefix (action, "CREATED.") || g_str_has_prefix (action, "DELETED."))
-      && g_str_has_prefix (stream + 1, "KV_" CONAT_NATS_BUCKET_PREFIX))
-    nats_stores_bucket_changed_remotely (closure, stream + 1 + strlen ("KV_"));
+  if (g_str_has_prefix (subject, CONSUMER_DELETED))
+    {
+      const char *dot = strchr (subject + strlen (CONSUMER_DELETED), '.');
+
+      if (dot != NULL)
+        stream = g_strndup (subject + strlen (CONSUMER_DELETED),
+                            dot - subject - strlen (CONSUMER_DELETED));
+    }
+  else if (g_str_has_prefix (subject, STREAM_ADVISORIES))
+    {
+      const char *action = subject + strlen (STREAM_ADVISORIES);
+      const char *dot = strchr (action, '.');
+
+      if (dot != NULL
+          && (g_str_has_prefix (action, "CREATED.") || g_str_has_prefix (action, "DELETED.")
+              || g_str_has_prefix (action, "LEADER_ELECTED.")))
+        stream = g_strdup (dot + 1);
+    }
+  if (stream != NULL && g_str_has_prefix (stream, "KV_" CONAT_NATS_BUCKET_PREFIX))
+    nats_stores_bucket_changed_remotely (closure, stream + strlen ("KV_"));
   natsMsg_Destroy (msg);
 }
 
@@ -483,7 +503,7 @@ advisories_done (void *closure)
   NatsBackend *be = closure;
 
   g_mutex_lock (&be->mu);
-  be->adv_done = TRUE;
+  be->adv_done++;
   g_cond_broadcast (&be->cond);
   g_mutex_unlock (&be->mu);
 }
@@ -492,15 +512,20 @@ advisories_done (void *closure)
 static void
 advisories_start (NatsBackend *be)
 {
-  natsStatus s = natsConnection_Subscribe (&be->adv_sub, be->nc, ADVISORY_PREFIX "*.*",
-                                           on_advisory, be);
+  static const char *const subjects[2] = { STREAM_ADVISORIES "*.*", CONSUMER_DELETED "*.*" };
 
-  if (s == NATS_OK)
-    s = natsSubscription_SetOnCompleteCB (be->adv_sub, advisories_done, be);
-  if (s != NATS_OK)
+  for (guint i = 0; i < G_N_ELEMENTS (be->adv_subs); i++)
     {
-      g_debug ("no stream advisories: %s", natsStatus_GetText (s));
-      g_clear_pointer (&be->adv_sub, natsSubscription_Destroy);
+      natsStatus s = natsConnection_Subscribe (&be->adv_subs[i], be->nc, subjects[i],
+                                               on_advisory, be);
+
+      if (s == NATS_OK)
+        s = natsSubscription_SetOnCompleteCB (be->adv_subs[i], advisories_done, be);
+      if (s != NATS_OK)
+        {
+          g_debug ("no advisories %s: %s", subjects[i], natsStatus_GetText (s));
+          g_clear_pointer (&be->adv_subs[i], natsSubscription_Destroy);
+        }
     }
 }
 
@@ -508,15 +533,17 @@ static void
 advisories_stop (NatsBackend *be)
 {
   gint64 deadline = g_get_monotonic_time () + CLOSE_WAIT_US;
+  guint n = 0;
 
-  if (be->adv_sub == NULL)
-    return;
-  natsSubscription_Unsubscribe (be->adv_sub);
+  for (guint i = 0; i < G_N_ELEMENTS (be->adv_subs); i++)
+    if (be->adv_subs[i] != NULL && natsSubscription_Unsubscribe (be->adv_subs[i]) == NATS_OK)
+      n++;
   g_mutex_lock (&be->mu);
-  while (!be->adv_done && g_cond_wait_until (&be->cond, &be->mu, deadline))
+  while (be->adv_done < n && g_cond_wait_until (&be->cond, &be->mu, deadline))
     ;
   g_mutex_unlock (&be->mu);
-  g_clear_pointer (&be->adv_sub, natsSubscription_Destroy);
+  for (guint i = 0; i < G_N_ELEMENTS (be->adv_subs); i++)
+    g_clear_pointer (&be->adv_subs[i], natsSubscription_Destroy);
 }
 
 /* --------------------------------------------------------- connection */

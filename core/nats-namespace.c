@@ -208,6 +208,36 @@ bucket_scan (NatsBackend *be, const char *bucket,
   return TRUE;
 }
 
+typedef struct {
+  void (*func) (const char *key, gint64 stored_ns, gpointer data);
+  gpointer data;
+} ScanTimes;
+
+static void
+scan_time (const char *raw_key, natsMsg *msg, gpointer data)
+{
+  ScanTimes *t = data;
+  g_autofree char *key = conat_nats_key_decode (raw_key, strlen (raw_key));
+  jsMsgMetaData *meta = NULL;
+
+  if (key == NULL || natsMsg_GetMetaData (&meta, msg) != NATS_OK)
+    return;
+  t->func (key, meta->Timestamp, t->data);
+  jsMsgMetaData_Destroy (meta);
+}
+
+/* Calls FUNC with the server time at which each key of BUCKET that has a
+ * value was stored. */
+gboolean
+nats_bucket_times (NatsBackend *be, const char *bucket,
+                   void (*func) (const char *key, gint64 stored_ns, gpointer data),
+                   gpointer data, GError **error)
+{
+  ScanTimes t = { func, data };
+
+  return bucket_scan (be, bucket, scan_time, &t, error);
+}
+
 gboolean
 nats_msg_is_delete (natsMsg *msg)
 {

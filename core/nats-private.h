@@ -45,7 +45,7 @@ struct _NatsBackend {
   char *servers;        /* for display: no credentials */
   GThreadPool *pool;    /* runs Dispatch queues */
   GThread *maint;
-  natsSubscription *adv_sub; /* stream advisories; set before maint starts */
+  natsSubscription *adv_subs[2]; /* stream and consumer advisories; set before maint starts */
 
   GMutex mu;            /* guards the fields below */
   GCond cond;
@@ -56,7 +56,7 @@ struct _NatsBackend {
   char *last_error;
   gboolean stopping;
   GList *stores;        /* open ConatBackendStore*, not referenced */
-  gboolean adv_done;    /* adv_sub delivers nothing more */
+  guint adv_done;       /* how many of adv_subs deliver nothing more */
   gboolean maint_wanted;
   gboolean maint_reconnect;
 
@@ -86,6 +86,8 @@ struct _ConatBackendStore {
 
   /* guarded by d.mu */
   natsSubscription *sub;
+  char *consumer;          /* the name of sub's consumer */
+  gint64 heard_us;         /* monotonic time the watch last heard anything */
   guint gen;               /* generation of the current subscription */
   gboolean stale;          /* ephemeral: the connection dropped since the watch began */
   gboolean broken;         /* the watch skipped a message: resume it after last_seq */
@@ -104,11 +106,14 @@ struct _ConatBackendStore {
   gboolean resetting;      /* writes wait while the bucket is re-created */
   gint64 max_value;        /* the bucket's value limit (nats-config.c), 0: none */
   gint64 max_age_ms;       /* the bucket's MaxAge, 0: none */
-  GHashTable *ages;        /* key -> gint64* stored_ns, keys with a value (for max_age) */
+  GHashTable *ages;        /* with a max_age only: key -> gint64* stored_ns, keys with a value */
+  gboolean ages_fill;      /* ages was made after the load: fill it from a scan */
+  GHashTable *ages_seen;   /* while filling: keys the watch changed meanwhile */
 
   /* guarded by be->mu */
   gboolean check_wanted;
   gboolean remote_check_wanted;  /* someone else created or deleted the bucket */
+  gboolean reconnect_wanted;     /* the connection came back since its last check */
 };
 
 /* backend-nats.c */
@@ -149,6 +154,9 @@ void nats_bucket_skip_to (NatsBackend *be, const char *bucket, guint64 seq);
 gboolean nats_bucket_passed (NatsBackend *be, const char *bucket, guint64 seq);
 gboolean nats_scope_mark (NatsBackend *be, const char *scope, GError **error);
 gboolean nats_msg_is_delete (natsMsg *msg);
+gboolean nats_bucket_times (NatsBackend *be, const char *bucket,
+                            void (*func) (const char *key, gint64 stored_ns, gpointer data),
+                            gpointer data, GError **error);
 
 /* nats-store.c */
 ConatBackendStore *nats_store_open (ConatBackend *backend, const char *scope, const char *name,

@@ -2,21 +2,27 @@
  * handle current, and recovery when a bucket vanishes.
  *
  * Watch.  A handle owns one ephemeral push consumer on "$KV.<bucket>.>"
- * (no acks).  store_open reads the bucket's last sequence L, then starts
+ * (no acks, idle heartbeats) delivering to a plain subscription on an inbox
+ * of its own.  store_open reads the bucket's last sequence L, then starts
  * the consumer with "last message per subject": that replay comes in
  * sequence order and always includes L, so once a message with sequence >= L
  * arrived the handle holds every key.  Every subscription carries a
  * generation; messages of a replaced subscription are dropped, so changes
  * stay in revision order over re-subscriptions.  The handle keeps the watch
- * whole itself, not libnats' ordered consumers (which re-create themselves
- * under a new subscription id from libnats' own threads, racing
- * natsSubscription_Destroy: a freed subscription left in the connection's
+ * whole itself, with none of libnats' JetStream subscription machinery: its
+ * ordered consumers re-create themselves under a new subscription id from
+ * libnats' threads, and its heartbeat timer frees subscriptions, both racing
+ * natsSubscription_Destroy (a freed subscription left in the connection's
  * table hung or crashed the reader thread when stores were removed under
- * load).  A message whose consumer sequence is not the next one means the
- * watch skipped something: its later messages are dropped and the
- * maintenance thread resumes it after the last revision delivered, as it
- * does after every reconnect (messages sent meanwhile are lost to a consumer
- * without acks) and when a periodic check finds the consumer gone.
+ * load).  A message whose consumer sequence is not the next one, or a
+ * heartbeat whose last consumer sequence is not the last one seen, means
+ * the watch skipped something; so does a watch silent for WATCH_SILENT_US
+ * (its consumer died with a cluster node, say).  Then its later messages
+ * are dropped and the maintenance thread resumes it after the last revision
+ * delivered, as it does after every reconnect (messages sent meanwhile are
+ * lost to a consumer without acks) and when a check finds the consumer
+ * gone: checks also run on the server's advisories that a consumer of the
+ * bucket was deleted or that the stream has a new leader, and every 30 s.
  *
  * Vanishing buckets.  A memory bucket is gone after a server restart, and a
  * bucket can be removed or re-created (set_store_ephemeral) by any client.
@@ -56,6 +62,8 @@
 #define MAINT_PERIOD_US (30 * G_USEC_PER_SEC)
 #define MAINT_RETRY_US (1 * G_USEC_PER_SEC)
 #define AGE_SWEEP_US (250 * 1000)
+#define WATCH_HEARTBEAT_NS (5 * G_GINT64_CONSTANT (1000000000))
+#define WATCH_SILENT_US (13 * G_USEC_PER_SEC)  /* heartbeats missed: 2.5 of them */
 
 typedef struct {
   char *key;
@@ -73,7 +81,9 @@ typedef struct {
   guint64 dseq;              /* consumer sequence of the last message (d.mu) */
 } Watch;
 
-typedef enum { CHECK_NONE, CHECK_PERIODIC, CHECK_REMOTE, CHECK_RECONNECT, CHECK_WRITE } CheckKind;
+typedef enum {
+  CHECK_NONE, CHECK_PERIODIC, CHECK_AGES, CHECK_REMOTE, CHECK_RECONNECT, CHECK_WRITE
+} CheckKind;
 
 static void
 change_free (gpointer data)
@@ -162,6 +172,8 @@ store_finalize (Dispatch *d)
   g_clear_pointer (&st->load, g_hash_table_unref);
   g_clear_pointer (&st->keys, g_hash_table_unref);
   g_clear_pointer (&st->ages, g_hash_table_unref);
+  g_clear_pointer (&st->ages_seen, g_hash_table_unref);
+  g_free (st->consumer);
   g_mutex_clear (&st->sub_mu);
   g_free (st->bucket);
   g_free (st->stream);
@@ -177,10 +189,12 @@ static const DispatchClass store_class = { store_deliver, change_free, store_fin
 static void
 store_track_key_locked (ConatBackendStore *st, Change *c)
 {
-  if (c->value)
+  if (st->ages != NULL && c->value)
     g_hash_table_insert (st->ages, g_strdup (c->key), g_memdup2 (&c->stored_ns, sizeof c->stored_ns));
-  else
+  else if (st->ages != NULL)
     g_hash_table_remove (st->ages, c->key);
+  if (st->ages_seen != NULL)
+    g_hash_table_add (st->ages_seen, g_strdup (c->key));
   if (st->keys == NULL)
     return;
   if (c->value)
@@ -189,18 +203,44 @@ store_track_key_locked (ConatBackendStore *st, Change *c)
     g_hash_table_remove (st->keys, c->key);
 }
 
+/* An idle heartbeat of the consumer (status 100, no data); *LAST_DSEQ is
+ * the consumer sequence it says was sent last. */
+static gboolean
+watch_heartbeat (natsMsg *msg, guint64 *last_dseq)
+{
+  const char *status = NULL, *last = NULL;
+
+  if (natsMsg_GetDataLength (msg) != 0
+      || natsMsgHeader_Get (msg, "Status", &status) != NATS_OK || status == NULL
+      || strcmp (status, "100") != 0)
+    return FALSE;
+  if (natsMsgHeader_Get (msg, "Nats-Last-Consumer", &last) == NATS_OK && last != NULL)
+    *last_dseq = g_ascii_strtoull (last, NULL, 10);
+  return TRUE;
+}
+
 /* On a libnats delivery thread: bookkeeping only. */
 static void
 store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
   Watch *w = closure;
   ConatBackendStore *st = w->store;
-  guint64 seq = 0, dseq = 0;
-  Change *c = change_from_msg (st, msg, &seq, &dseq);
+  guint64 seq = 0, dseq = 0, last_dseq = 0;
+  gboolean heartbeat = watch_heartbeat (msg, &last_dseq);
+  Change *c = heartbeat ? NULL : change_from_msg (st, msg, &seq, &dseq);
   gboolean broke = FALSE;
 
   natsMsg_Destroy (msg);
   g_mutex_lock (&st->d.mu);
+  if (w->gen == st->gen)
+    st->heard_us = g_get_monotonic_time ();
+  if (heartbeat && w->gen == st->gen && !st->d.closing && last_dseq != w->dseq)
+    {
+      g_debug ("the watch of %s missed messages %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
+               "; resuming it", st->bucket, w->dseq + 1, last_dseq);
+      st->gen++;  /* drops the rest of this watch */
+      st->broken = broke = TRUE;
+    }
   if (seq > 0 && w->gen == st->gen && !st->d.closing && dseq != w->dseq + 1)
     {
       g_debug ("the watch of %s skipped from message %" G_GUINT64_FORMAT " to %"
@@ -264,31 +304,33 @@ store_take_sub_locked (ConatBackendStore *st)
   return sub;
 }
 
-/* With sub_mu held: starts a new watch. */
+/* With sub_mu held: starts a new watch: a subscription on a new inbox,
+ * then the consumer that delivers to it (interest first: nothing is lost). */
 static gboolean
 store_subscribe (ConatBackendStore *st, jsDeliverPolicy policy, guint64 start, GError **error)
 {
   NatsBackend *be = st->d.be;
   Watch *w = g_new0 (Watch, 1);
   natsSubscription *sub = NULL;
+  jsConsumerInfo *ci = NULL;
+  natsInbox *inbox = NULL;
+  jsConsumerConfig cfg;
   jsErrCode jerr = 0;
-  jsSubOptions so;
   natsStatus s;
 
   w->store = (ConatBackendStore *) dispatch_ref (&st->d);
   g_mutex_lock (&st->d.mu);
   w->gen = ++st->gen;
+  st->heard_us = g_get_monotonic_time ();
   g_mutex_unlock (&st->d.mu);
 
-  jsSubOptions_Init (&so);
-  so.Stream = st->stream;
-  so.Config.AckPolicy = js_AckNone;
-  so.Config.DeliverPolicy = policy;
-  so.Config.OptStartSeq = start;
-  s = js_Subscribe (&sub, be->js, st->filter, store_on_msg, w, NULL, &so, &jerr);
+  s = natsInbox_Create (&inbox);
+  if (s == NATS_OK)
+    s = natsConnection_Subscribe (&sub, be->nc, inbox, store_on_msg, w);
   if (s != NATS_OK)
     {
-      nats_set_error (be, error, s, jerr, "watching NATS bucket");
+      nats_set_error (be, error, s, 0, "watching NATS bucket");
+      natsInbox_Destroy (inbox);
       watch_done (w);
       return FALSE;
     }
@@ -297,15 +339,34 @@ store_subscribe (ConatBackendStore *st, jsDeliverPolicy policy, guint64 start, G
   /* No limit: libnats would drop what a big replay queues up (a gap). */
   natsSubscription_SetPendingLimits (sub, -1, -1);
 
+  jsConsumerConfig_Init (&cfg);
+  cfg.DeliverSubject = inbox;
+  cfg.DeliverPolicy = policy;
+  cfg.OptStartSeq = start;
+  cfg.AckPolicy = js_AckNone;
+  cfg.FilterSubject = st->filter;
+  cfg.Heartbeat = WATCH_HEARTBEAT_NS;
+  s = js_AddConsumer (&ci, be->js, st->stream, &cfg, NULL, &jerr);
+  natsInbox_Destroy (inbox);
+  if (s != NATS_OK)
+    {
+      nats_set_error (be, error, s, jerr, "watching NATS bucket");
+      natsSubscription_Destroy (sub);
+      return FALSE;
+    }
+
   g_mutex_lock (&st->d.mu);
   if (st->gen == w->gen && !st->d.closing)
     {
       st->sub = sub;
+      g_free (st->consumer);
+      st->consumer = g_strdup (ci->Name);
       st->stale = FALSE;
       st->broken = FALSE;
       sub = NULL;
     }
   g_mutex_unlock (&st->d.mu);
+  jsConsumerInfo_Destroy (ci);
   if (sub)
     natsSubscription_Destroy (sub);
   return TRUE;
@@ -329,7 +390,9 @@ store_shutdown (ConatBackendStore *st)
 
 /* --------------------------------------------------------- open, close */
 
-/* With d.mu held (or before the handle is shared): the bucket's options. */
+/* With d.mu held (or before the handle is shared): the bucket's options.
+ * The times of the keys' values are kept only while the bucket has a
+ * max_age (memory per key); a max_age set later fills them from a scan. */
 static void
 store_note_config_locked (ConatBackendStore *st, jsStreamInfo *si)
 {
@@ -338,6 +401,16 @@ store_note_config_locked (ConatBackendStore *st, jsStreamInfo *si)
   nats_config_read (si->Config, &info);
   st->max_value = info.limits.max_value_size;
   st->max_age_ms = info.limits.max_age_ms;
+  if (st->max_age_ms > 0 && st->ages == NULL)
+    {
+      st->ages = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+      st->ages_fill = TRUE;
+    }
+  else if (st->max_age_ms <= 0 && st->ages != NULL)
+    {
+      g_clear_pointer (&st->ages, g_hash_table_unref);
+      st->ages_fill = FALSE;
+    }
 }
 
 static ConatBackendStore *
@@ -354,10 +427,10 @@ store_new (NatsBackend *be, const char *bucket, ConatChangeCallback on_change,
   st->filter = g_strconcat ("$KV.", bucket, ".>", NULL);
   st->on_change = on_change;
   st->user_data = user_data;
-  st->ages = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   st->ephemeral = si->Config->Storage == js_MemoryStorage;
   st->created = si->Created;
   store_note_config_locked (st, si);
+  st->ages_fill = FALSE;  /* the load fills the times */
   if (st->ephemeral)
     st->keys = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   st->last_seq = si->State.LastSeq;
@@ -637,7 +710,8 @@ store_forget_keys_locked (ConatBackendStore *st, gint64 before_ns, gboolean bump
       c->key = g_strdup (key);
       c->revision = bump ? ++st->last_seq : st->last_seq;
       c->time_ms = now_ms;
-      g_hash_table_remove (st->ages, key);
+      if (st->ages != NULL)
+        g_hash_table_remove (st->ages, key);
       dispatch_push_locked (&st->d, c);
       g_hash_table_iter_remove (&iter);
     }
@@ -651,6 +725,8 @@ store_age_out_locked (ConatBackendStore *st, gint64 before_ns)
   GHashTableIter iter;
   gpointer key, stored;
 
+  if (st->ages == NULL)
+    return;
   g_hash_table_iter_init (&iter, st->ages);
   while (g_hash_table_iter_next (&iter, &key, &stored))
     {
@@ -666,6 +742,33 @@ store_age_out_locked (ConatBackendStore *st, gint64 before_ns)
         g_hash_table_remove (st->keys, key);
       dispatch_push_locked (&st->d, c);
       g_hash_table_iter_remove (&iter);
+    }
+}
+
+/* With be->mu held: a watch that heard nothing, not even a heartbeat, for
+ * WATCH_SILENT_US lost its consumer: it is resumed. */
+static void
+stores_find_silent_locked (NatsBackend *be)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  for (GList *l = be->stores; l; l = l->next)
+    {
+      ConatBackendStore *st = l->data;
+      gboolean silent;
+
+      g_mutex_lock (&st->d.mu);
+      silent = st->sub != NULL && !st->broken && !st->stale && !st->d.closing
+               && now - st->heard_us > WATCH_SILENT_US;
+      if (silent)
+        {
+          g_debug ("the watch of %s went silent; resuming it", st->bucket);
+          st->gen++;  /* drops the rest of this watch */
+          st->broken = TRUE;
+        }
+      g_mutex_unlock (&st->d.mu);
+      if (silent)
+        st->remote_check_wanted = TRUE;  /* never re-creates the bucket */
     }
 }
 
@@ -793,17 +896,19 @@ store_reset (ConatBackendStore *st, jsStreamInfo *si)
 static gboolean
 store_check_consumer (ConatBackendStore *st, gboolean resume)
 {
+  g_autofree char *consumer = NULL;
   jsConsumerInfo *ci = NULL;
-  natsSubscription *sub, *old;
+  natsSubscription *old;
   jsErrCode jerr = 0;
   guint64 start;
 
   g_mutex_lock (&st->d.mu);
-  sub = st->stale || st->broken || resume ? NULL : st->sub;
+  if (!st->stale && !st->broken && !resume && st->sub != NULL)
+    consumer = g_strdup (st->consumer);
   g_mutex_unlock (&st->d.mu);
-  if (sub != NULL)
+  if (consumer != NULL)
     {
-      natsStatus s = natsSubscription_GetConsumerInfo (&ci, sub, NULL, &jerr);
+      natsStatus s = js_GetConsumerInfo (&ci, st->d.be->js, st->stream, consumer, NULL, &jerr);
 
       jsConsumerInfo_Destroy (ci);
       if (s == NATS_OK)
@@ -821,13 +926,52 @@ store_check_consumer (ConatBackendStore *st, gboolean resume)
   return store_subscribe (st, js_DeliverByStartSequence, start, NULL);
 }
 
+static void
+fill_time (const char *key, gint64 stored_ns, gpointer data)
+{
+  g_hash_table_insert (data, g_strdup (key), g_memdup2 (&stored_ns, sizeof stored_ns));
+}
+
+/* A max_age was set after the load: the times of the values stored so far
+ * come from a scan; what the watch delivers meanwhile is newer and stays. */
+static gboolean
+store_fill_ages (ConatBackendStore *st)
+{
+  g_autoptr (GHashTable) times = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  GHashTableIter iter;
+  gpointer key, stored;
+  gboolean ok;
+
+  g_mutex_lock (&st->d.mu);
+  if (st->ages_seen == NULL)
+    st->ages_seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_mutex_unlock (&st->d.mu);
+  ok = nats_bucket_times (st->d.be, st->bucket, fill_time, times, NULL);
+  g_mutex_lock (&st->d.mu);
+  if (ok && st->ages != NULL)
+    {
+      g_hash_table_iter_init (&iter, times);
+      while (g_hash_table_iter_next (&iter, &key, &stored))
+        if (!g_hash_table_contains (st->ages_seen, key) && !g_hash_table_contains (st->ages, key))
+          {
+            g_hash_table_iter_steal (&iter);
+            g_hash_table_insert (st->ages, key, stored);
+          }
+    }
+  if (ok)
+    st->ages_fill = FALSE;
+  g_clear_pointer (&st->ages_seen, g_hash_table_unref);
+  g_mutex_unlock (&st->d.mu);
+  return ok;
+}
+
 /* FALSE: try again soon. */
 static gboolean
 store_check (ConatBackendStore *st, CheckKind kind)
 {
   g_autoptr (GError) error = NULL;
   jsStreamInfo *si = NULL;
-  gboolean ok = TRUE, closing, ephemeral, gone;
+  gboolean ok = TRUE, closing, ephemeral, gone, fill;
   gint64 created;
 
   g_mutex_lock (&st->sub_mu);
@@ -858,6 +1002,11 @@ store_check (ConatBackendStore *st, CheckKind kind)
       ok = store_check_consumer (st, gone || kind == CHECK_RECONNECT);
     }
   jsStreamInfo_Destroy (si);
+  g_mutex_lock (&st->d.mu);
+  fill = st->ages_fill && !st->d.closing;
+  g_mutex_unlock (&st->d.mu);
+  if (fill && !store_fill_ages (st))
+    ok = FALSE;
   g_mutex_unlock (&st->sub_mu);
   return ok;
 }
@@ -874,15 +1023,23 @@ maint_collect_locked (NatsBackend *be, gboolean reconnect, gboolean periodic)
   GArray *checks = g_array_new (FALSE, FALSE, sizeof (Check));
 
   for (GList *l = be->stores; l; l = l->next)
+    ((ConatBackendStore *) l->data)->reconnect_wanted |= reconnect;
+  for (GList *l = be->stores; l; l = l->next)
     {
       ConatBackendStore *st = l->data;
+      gboolean ages_fill;
+
+      g_mutex_lock (&st->d.mu);
+      ages_fill = st->ages_fill;
+      g_mutex_unlock (&st->d.mu);
       Check c = { st, st->check_wanted ? CHECK_WRITE
-                      : reconnect  ? CHECK_RECONNECT
+                      : st->reconnect_wanted ? CHECK_RECONNECT
                       : st->remote_check_wanted ? CHECK_REMOTE
                       : periodic   ? CHECK_PERIODIC
+                      : ages_fill  ? CHECK_AGES
                                    : CHECK_NONE };
 
-      st->check_wanted = st->remote_check_wanted = FALSE;
+      st->check_wanted = st->remote_check_wanted = st->reconnect_wanted = FALSE;
       if (c.kind == CHECK_NONE)
         continue;
       dispatch_ref (&st->d);
@@ -897,6 +1054,7 @@ nats_maint_thread (gpointer data)
   NatsBackend *be = data;
   gint64 next_periodic = g_get_monotonic_time () + MAINT_PERIOD_US;
   gint64 next_age = 0;
+  gint64 next_silence = g_get_monotonic_time () + WATCH_SILENT_US / 4;
   gboolean retry = FALSE, aging = FALSE;
 
   g_mutex_lock (&be->mu);
@@ -909,6 +1067,7 @@ nats_maint_thread (gpointer data)
 
       if (aging)
         deadline = MIN (deadline, next_age);
+      deadline = MIN (deadline, next_silence);
       while (!be->stopping && !be->maint_wanted
              && g_cond_wait_until (&be->cond, &be->mu, deadline))
         ;
@@ -919,13 +1078,19 @@ nats_maint_thread (gpointer data)
           aging = stores_age_out_locked (be);
           next_age = g_get_monotonic_time () + AGE_SWEEP_US;
         }
+      if (g_get_monotonic_time () >= next_silence)
+        {
+          if (be->connected)
+            stores_find_silent_locked (be);
+          next_silence = g_get_monotonic_time () + WATCH_SILENT_US / 4;
+        }
       periodic = g_get_monotonic_time () >= next_periodic;
       if (periodic)
         next_periodic = g_get_monotonic_time () + MAINT_PERIOD_US;
       reconnect = be->maint_reconnect;
       be->maint_reconnect = be->maint_wanted = FALSE;
       connected = be->connected;
-      checks = maint_collect_locked (be, reconnect || retry, periodic);
+      checks = maint_collect_locked (be, reconnect, periodic);
       g_mutex_unlock (&be->mu);
 
       retry = FALSE;
@@ -945,6 +1110,8 @@ nats_maint_thread (gpointer data)
             c->store->check_wanted = TRUE;
           else if (c->kind == CHECK_REMOTE)
             c->store->remote_check_wanted = TRUE;
+          else if (c->kind == CHECK_RECONNECT)
+            c->store->reconnect_wanted = TRUE;
           retry = retry || (connected && c->kind != CHECK_NONE && c->kind != CHECK_PERIODIC);
         }
       g_mutex_unlock (&be->mu);

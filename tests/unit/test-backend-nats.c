@@ -757,6 +757,54 @@ test_put_change (Fixture *fx, gconstpointer data)
   backend_free (b);
 }
 
+/* The server loses the consumer behind a watch (deleted here by another
+ * client; a cluster node that dies does the same): the watch misses its
+ * heartbeats, resumes after the last revision, and later changes arrive. */
+static void
+test_watch_consumer_lost (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GBytes) v1 = bytes ("one");
+  g_autoptr (GBytes) v2 = bytes ("two");
+  g_autofree char *bucket = conat_nats_bucket_name ("p", "lost", NULL);
+  g_autofree char *stream = g_strconcat ("KV_", bucket, NULL);
+  jsConsumerNamesList *names = NULL;
+  natsConnection *nc = NULL;
+  jsCtx *js = NULL;
+  ConatBackendStore *sa, *sb;
+  Recorder ra, rb;
+
+  recorder_init (&ra);
+  recorder_init (&rb);
+  sa = store_open (a, "p", "lost", FALSE, &ra, NULL);
+  sb = store_open (b, "p", "lost", FALSE, &rb, NULL);
+  g_assert_cmpuint (put_one (b, sb, "x", v1, 0xdef, 1), ==, 1);
+  recorder_wait (&ra, 1);
+
+  g_assert_cmpint (natsConnection_ConnectTo (&nc, fx->url), ==, NATS_OK);
+  g_assert_cmpint (natsConnection_JetStream (&js, nc, NULL), ==, NATS_OK);
+  g_assert_cmpint (js_ConsumerNames (&names, js, stream, NULL, NULL), ==, NATS_OK);
+  g_assert_cmpint (names->Count, ==, 2);  /* a's and b's watches */
+  for (int i = 0; i < names->Count; i++)
+    g_assert_cmpint (js_DeleteConsumer (js, stream, names->List[i], NULL, NULL), ==, NATS_OK);
+  jsConsumerNamesList_Destroy (names);
+
+  g_assert_cmpuint (put_one (b, sb, "x", v2, 0xdef, 2), ==, 2);
+  recorder_wait (&ra, 2);
+  g_assert_cmpuint (recorder_change (&ra, 1)->revision, ==, 2);
+  g_assert_true (g_bytes_equal (recorder_change (&ra, 1)->value, v2));
+
+  jsCtx_Destroy (js);
+  natsConnection_Destroy (nc);
+  a->klass->store_close (sa);
+  b->klass->store_close (sb);
+  recorder_clear (&ra);
+  recorder_clear (&rb);
+  backend_free (a);
+  backend_free (b);
+}
+
 static void
 test_cas (Fixture *fx, gconstpointer data)
 {
@@ -1718,6 +1766,7 @@ main (int argc, char **argv)
   g_test_add (path, Fixture, data, fixture_setup, func, fixture_teardown)
   ADD ("/nats/namespace", test_namespace, NULL);
   ADD ("/nats/put-change", test_put_change, NULL);
+  ADD ("/nats/watch-consumer-lost", test_watch_consumer_lost, NULL);
   ADD ("/nats/cas", test_cas, NULL);
   ADD ("/nats/keys-values", test_keys_values, NULL);
   ADD ("/nats/limits", test_limits, NULL);
