@@ -2,7 +2,7 @@
  * store, core subjects for channels; naming in nats-names.h and
  * docs/nats-mapping.md.  This file: connection, status, callbacks, channels.
  * Scopes and stores: nats-namespace.c; store handles: nats-store.c; writes:
- * nats-put.c.
+ * nats-put.c; channel publishes: nats-publish.c.
  *
  * Threads.  libnats delivers every subscription on its shared delivery pool
  * (natsOptions_UseGlobalMessageDelivery).  Those threads only do bookkeeping
@@ -422,36 +422,6 @@ nats_watch_scope (ConatBackend *backend, const char *scope, ConatBackendChannelC
   return sub_start (be, sub, subject, watch_on_msg, error);
 }
 
-static gboolean
-nats_publish (ConatBackend *backend, const char *scope, const char *path, const char *name,
-              GBytes *message, GError **error)
-{
-  NatsBackend *be = (NatsBackend *) backend;
-  g_autofree char *subject = conat_nats_channel_subject (scope, path, name, error);
-  gsize len;
-  const void *data = g_bytes_get_data (message, &len);
-  gsize max = natsConnection_GetMaxPayload (be->nc);
-  natsStatus s;
-
-  if (subject == NULL)
-    return FALSE;
-  if (len > max)
-    {
-      g_set_error (error, CONAT_ERROR, CONAT_ERROR_TOO_BIG,
-                   "message of %zu bytes is over the server's limit of %zu", len, max);
-      return FALSE;
-    }
-  s = natsConnection_Publish (be->nc, subject, data, (int) len);
-  if (s != NATS_OK)
-    {
-      nats_set_error (be, error, s, 0, "publishing on a NATS channel");
-      return FALSE;
-    }
-  /* SendAsap (see nats_connect) wrote it out already: no 1 ms flusher wait,
-   * and no PING round trip per message. */
-  return TRUE;
-}
-
 static gsize
 nats_max_message_size (ConatBackend *backend)
 {
@@ -845,6 +815,8 @@ connect_server (NatsBackend *be, const ConatNatsOptions *opts, GError **error)
     return FALSE;
   nats_SetMessageDeliveryPoolSize (DELIVERY_POOL_SIZE);
   s = natsConnection_Connect (&be->nc, o);
+  if (s == NATS_OK)
+    nats_batch_set_options (be, g_steal_pointer (&o));
   natsOptions_Destroy (o);
   if (s == NATS_NO_SERVER || s == NATS_TIMEOUT || s == NATS_IO_ERROR)
     {
@@ -918,6 +890,7 @@ static const ConatBackendClass nats_class = {
   .watch_scope = nats_watch_scope,
   .unsubscribe = nats_unsubscribe,
   .publish = nats_publish,
+  .publish_many = nats_publish_many,
   .max_message_size = nats_max_message_size,
   .get_status = nats_get_status,
 };
@@ -931,6 +904,7 @@ conat_backend_nats_new (const ConatNatsOptions *opts, GError **error)
   be->replicas = opts->replicas;
   g_mutex_init (&be->mu);
   g_cond_init (&be->cond);
+  nats_batch_init (be);
   nats_acks_init (be);
   be->pool = g_thread_pool_new (dispatch_run, be, DISPATCH_THREADS, FALSE, NULL);
   if (!connect_server (be, opts, error) || !nats_acks_start (be, error))
@@ -960,6 +934,7 @@ nats_free (ConatBackend *backend)
   advisories_stop (be);
   nats_acks_stop (be);
   jsCtx_Destroy (be->js);
+  nats_batch_close (be, deadline);
   if (be->nc)
     {
       /* Callbacks hold BE: wait for the last one (closed) before freeing. */

@@ -124,6 +124,11 @@ struct _ConatBackendClass {
   void (*unsubscribe) (ConatBackendSub *sub);
   gboolean (*publish) (ConatBackend *backend, const char *scope, const char *path,
                        const char *name, GBytes *message, GError **error);
+  /* N messages in order, as N publish calls would send them; NULL: the
+   * caller makes those calls.  Sizes are checked by the caller. */
+  gboolean (*publish_many) (ConatBackend *backend, const char *scope, const char *path,
+                            const char *name, GBytes *const *messages, guint n,
+                            GError **error);
   gsize (*max_message_size) (ConatBackend *backend);
 
   /* Status: fills connected, connected_since_us, last_error, servers. */

@@ -296,6 +296,11 @@ ConatPubsub *conat_pubsub_open (ConatClient *client, const char *scope, const ch
                                 GDestroyNotify destroy, GError **error);
 /* Fire and forget; CONAT_ERROR_TOO_BIG over the backend's message limit. */
 gboolean conat_pubsub_publish (ConatPubsub *ps, GBytes *message, GError **error);
+/* N messages in this order, as N publishes would send them, but handed to
+ * the network together where the backend can.  Nothing is sent if one is
+ * over the limit. */
+gboolean conat_pubsub_publish_many (ConatPubsub *ps, GBytes *const *messages, guint n,
+                                    GError **error);
 gsize conat_pubsub_max_message_size (ConatPubsub *ps);
 /* No callback runs after this returns. */
 void conat_pubsub_close (ConatPubsub *ps);

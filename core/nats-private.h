@@ -60,6 +60,19 @@ struct _NatsBackend {
   gboolean maint_wanted;
   gboolean maint_reconnect;
 
+  /* Channel publishes (nats-publish.c). */
+  GMutex bulk_mu;       /* guards the fields below */
+  GCond bulk_cond;
+  natsOptions *bulk_opts;  /* the main connection's, without SendAsap */
+  natsConnection *bulk_nc; /* made at the first batch */
+  GThread *bulk_flusher;
+  gboolean bulk_failed; /* it could not be made: batches go out as single publishes */
+  gboolean bulk_stopping;
+  guint64 bulk_sent;    /* batches published on bulk_nc */
+  guint64 bulk_flushed; /* of those, the ones a flush has covered (or given up on) */
+  gboolean bulk_closed; /* guarded by mu: bulk_nc's closed callback ran */
+  gint asap_unflushed;  /* atomic: a channel message went out on nc since its last flush */
+
   /* Acks of pipelined puts: one wildcard subscription on ack_prefix + "*". */
   GMutex ack_mu;        /* guards the fields below */
   GCond ack_cond;
@@ -115,6 +128,16 @@ struct _ConatBackendStore {
   gboolean remote_check_wanted;  /* someone else created or deleted the bucket */
   gboolean reconnect_wanted;     /* the connection came back since its last check */
 };
+
+/* nats-publish.c */
+void nats_batch_init (NatsBackend *be);
+void nats_batch_set_options (NatsBackend *be, natsOptions *o);
+void nats_batch_close (NatsBackend *be, gint64 deadline);
+gboolean nats_publish (ConatBackend *backend, const char *scope, const char *path,
+                       const char *name, GBytes *message, GError **error);
+gboolean nats_publish_many (ConatBackend *backend, const char *scope, const char *path,
+                            const char *name, GBytes *const *messages, guint n,
+                            GError **error);
 
 /* backend-nats.c */
 void dispatch_init (Dispatch *d, const DispatchClass *klass, NatsBackend *be);

@@ -50,20 +50,46 @@ conat_pubsub_open (ConatClient *client, const char *scope, const char *path, con
   return ps;
 }
 
+static gboolean
+check_size (ConatBackend *backend, GBytes *message, GError **error)
+{
+  gsize max = backend->klass->max_message_size (backend);
+
+  if (g_bytes_get_size (message) <= max)
+    return TRUE;
+  g_set_error (error, CONAT_ERROR, CONAT_ERROR_TOO_BIG,
+               "message of %zu bytes is over the limit of %zu bytes", g_bytes_get_size (message),
+               max);
+  return FALSE;
+}
+
 gboolean
 conat_pubsub_publish (ConatPubsub *ps, GBytes *message, GError **error)
 {
   ConatBackend *backend = ps->client->backend;
-  gsize max = backend->klass->max_message_size (backend);
 
-  if (g_bytes_get_size (message) > max)
-    {
-      g_set_error (error, CONAT_ERROR, CONAT_ERROR_TOO_BIG,
-                   "message of %zu bytes is over the limit of %zu bytes",
-                   g_bytes_get_size (message), max);
-      return FALSE;
-    }
+  if (!check_size (backend, message, error))
+    return FALSE;
   return backend->klass->publish (backend, ps->scope, ps->path, ps->name, message, error);
+}
+
+gboolean
+conat_pubsub_publish_many (ConatPubsub *ps, GBytes *const *messages, guint n, GError **error)
+{
+  ConatBackend *backend = ps->client->backend;
+
+  for (guint i = 0; i < n; i++)
+    if (!check_size (backend, messages[i], error))
+      return FALSE;
+  if (n == 1 || backend->klass->publish_many == NULL)
+    {
+      for (guint i = 0; i < n; i++)
+        if (!backend->klass->publish (backend, ps->scope, ps->path, ps->name, messages[i], error))
+          return FALSE;
+      return TRUE;
+    }
+  return backend->klass->publish_many (backend, ps->scope, ps->path, ps->name, messages, n,
+                                       error);
 }
 
 gsize

@@ -20,9 +20,9 @@
  * No reader sees a torn line.
  *
  * Following.  After each append the notifier thread invalidates the file's
- * attributes (GNU tail -f polls fstat on FUSE and reads st_size - pos bytes)
- * and wakes the poll()s of its open files; the inotify echo raises
- * IN_MODIFY.  The attribute timeout of channel files is 0 as well: the
+ * attributes (GNU tail -f polls fstat on FUSE and reads st_size - pos bytes;
+ * one queued invalidation covers a burst) and wakes the poll()s of its open
+ * files; the inotify echo raises IN_MODIFY (paced in a stream).  The attribute timeout of channel files is 0 as well: the
  * invalidation is queued, and an fstat that overtakes it must not see an
  * old size; a getattr costs one mutex here.  poll() reports POLLIN while
  * the channel holds bytes past where the open file's last read ended
@@ -30,7 +30,7 @@
  * no page cache, and the kernel does not cut reads at a stale size.
  *
  * Writes.  Each line written is published as one message, as it is: no
- * unescaping.  A partial line waits in its open file until its newline or
+ * unescaping; the lines of one write() are handed to the backend together.  A partial line waits in its open file until its newline or
  * a flush (every close()).  Write offsets are ignored: everything appends,
  * through the channel, and truncation is ignored.  A line over the
  * backend's message limit is EFBIG: nothing of that write is published,
@@ -560,10 +560,12 @@ check_lines (ConatfsChannelFile *file, const char *buf, gsize size)
     }
 }
 
-/* Publishes each line of BUF; keeps what follows the last newline. */
+/* Publishes the lines of BUF, together; keeps what follows the last newline. */
 static int
 channel_write (ConatfsFs *fs, ConatfsChannelFile *file, const char *buf, gsize size)
 {
+  g_autoptr (GPtrArray) messages = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  g_autoptr (GError) error = NULL;
   const char *p = buf, *end = buf + size, *nl;
   int err;
 
@@ -571,18 +573,19 @@ channel_write (ConatfsFs *fs, ConatfsChannelFile *file, const char *buf, gsize s
   err = check_lines (file, buf, size);
   while (err == 0 && (nl = memchr (p, '\n', end - p)) != NULL)
     {
-      g_autoptr (GBytes) message = NULL;
-
       if (file->partial != NULL)
         {
           g_byte_array_append (file->partial, (const guint8 *) p, nl - p);
-          message = g_byte_array_free_to_bytes (g_steal_pointer (&file->partial));
+          g_ptr_array_add (messages, g_byte_array_free_to_bytes (g_steal_pointer (&file->partial)));
         }
       else
-        message = g_bytes_new (p, nl - p);
-      err = publish (fs, file->channel, message);
+        g_ptr_array_add (messages, g_bytes_new (p, nl - p));
       p = nl + 1;
     }
+  if (err == 0 && messages->len > 0
+      && !conat_pubsub_publish_many (file->channel->ps, (GBytes *const *) messages->pdata,
+                                     messages->len, &error))
+    err = conatfs_fail (fs, "publish", error);
   if (err == 0 && p < end)
     {
       if (file->partial == NULL)

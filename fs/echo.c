@@ -72,7 +72,12 @@
  * watcher always gets an event after the last change.  A delete followed
  * by a create is both, in that order.  No echo is queued for a directory
  * the kernel has not looked up (nobody can watch it), nor for this mount's
- * own writes (the DKV marks their echoes as own).
+ * own writes (the DKV marks their echoes as own).  A channel file's echoes
+ * are paced: one begins at least CHANNEL_ECHO_US after the one before, so
+ * a stream of messages costs a few echoes a second, not one per burst (six
+ * FUSE round trips each); the first message after a quiet spell is echoed
+ * at once, and the last one of a stream still gets its event.  Paced jobs
+ * wait in `later` until they are due.
  */
 #include "echo.h"
 
@@ -90,6 +95,7 @@ enum {
 
 #define CREATE_TRIES 3 /* a lookup by someone else may bring the entry back */
 #define GONE_MAX 65536 /* names remembered as deleted */
+#define CHANNEL_ECHO_US (10 * 1000) /* between the echoes of one channel file */
 
 typedef struct {
   char *key;          /* "DIR-INO/FILE-NAME": the pending table's key */
@@ -98,6 +104,8 @@ typedef struct {
   char *name;         /* decoded key, store or scope name; NULL if unknown */
   guint ops;          /* OP_* to make, in the order DELETE, CREATE, MODIFY */
   gsize old_size;     /* OP_DELETE: the size of the last value */
+  gboolean paced;     /* a channel file's: waits for due in `later` */
+  gint64 due;         /* paced: monotonic time it may run */
 } Job;
 
 struct _ConatfsEcho {
@@ -114,6 +122,9 @@ struct _ConatfsEcho {
   GHashTable *gone;             /* "DIR-INO/FILE-NAME" whose last name event
                                    was IN_DELETE (set, owned) */
   GQueue queue;                 /* Job*, oldest first */
+  GQueue later;                 /* paced Job* not due yet, by due */
+  GHashTable *paced_at;         /* Job.key of a channel file -> gint64* monotonic
+                                   time its last echo began (owned) */
   gboolean stopping;
   gboolean busy;                /* the thread is making an echo */
   Job current;                  /* what the thread is doing (ops 0: nothing
@@ -163,9 +174,42 @@ merge_ops (guint old, guint op)
   return OP_MODIFY;
 }
 
-void
-conatfs_echo_queue (ConatfsEcho *echo, fuse_ino_t dir_ino, const char *file_name,
-                    const char *name, ConatfsEchoKind kind, gsize old_size)
+static gint
+job_due_cmp (gconstpointer a, gconstpointer b, gpointer user_data)
+{
+  const Job *x = a, *y = b;
+
+  return x->due < y->due ? -1 : x->due > y->due;
+}
+
+/* With echo->lock held: a new job for KEY (taken), queued now or, if PACED
+ * and the last echo of KEY began less than CHANNEL_ECHO_US ago, in later. */
+static Job *
+job_add (ConatfsEcho *echo, char *key, fuse_ino_t dir_ino, const char *file_name,
+         gboolean paced)
+{
+  Job *job = g_new0 (Job, 1);
+  gint64 *last = paced ? g_hash_table_lookup (echo->paced_at, key) : NULL;
+
+  job->key = key;
+  job->dir_ino = dir_ino;
+  job->file_name = g_strdup (file_name);
+  job->paced = paced;
+  g_hash_table_insert (echo->pending, job->key, job);
+  if (last != NULL && *last + CHANNEL_ECHO_US > g_get_monotonic_time ())
+    {
+      job->due = *last + CHANNEL_ECHO_US;
+      g_queue_insert_sorted (&echo->later, job, job_due_cmp, NULL);
+    }
+  else
+    g_queue_push_tail (&echo->queue, job);
+  g_cond_signal (&echo->cond);
+  return job;
+}
+
+static void
+echo_queue (ConatfsEcho *echo, fuse_ino_t dir_ino, const char *file_name, const char *name,
+            ConatfsEchoKind kind, gsize old_size, gboolean paced)
 {
   g_autofree char *key = NULL;
   Job *job;
@@ -176,15 +220,7 @@ conatfs_echo_queue (ConatfsEcho *echo, fuse_ino_t dir_ino, const char *file_name
   g_mutex_lock (&echo->lock);
   job = echo->stopping ? NULL : g_hash_table_lookup (echo->pending, key);
   if (job == NULL && !echo->stopping)
-    {
-      job = g_new0 (Job, 1);
-      job->key = g_steal_pointer (&key);
-      job->dir_ino = dir_ino;
-      job->file_name = g_strdup (file_name);
-      g_hash_table_insert (echo->pending, job->key, job);
-      g_queue_push_tail (&echo->queue, job);
-      g_cond_signal (&echo->cond);
-    }
+    job = job_add (echo, g_steal_pointer (&key), dir_ino, file_name, paced);
   if (job != NULL)
     {
       job->ops = merge_ops (job->ops, op_of_kind (kind));
@@ -197,6 +233,13 @@ conatfs_echo_queue (ConatfsEcho *echo, fuse_ino_t dir_ino, const char *file_name
 }
 
 void
+conatfs_echo_queue (ConatfsEcho *echo, fuse_ino_t dir_ino, const char *file_name,
+                    const char *name, ConatfsEchoKind kind, gsize old_size)
+{
+  echo_queue (echo, dir_ino, file_name, name, kind, old_size, FALSE);
+}
+
+void
 conatfs_echo_change (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name, const char *name,
                      ConatfsEchoKind kind, gsize old_size)
 {
@@ -206,7 +249,7 @@ conatfs_echo_change (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name, c
 void
 conatfs_echo_modified (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_name)
 {
-  conatfs_echo_queue (fs->echo, dir_ino, file_name, NULL, CONATFS_ECHO_MODIFIED, 0);
+  echo_queue (fs->echo, dir_ino, file_name, NULL, CONATFS_ECHO_MODIFIED, 0, TRUE);
 }
 
 gboolean
@@ -645,6 +688,40 @@ echo_run (ConatfsEcho *echo, Job *job)
   close (root);
 }
 
+/* With echo->lock held: the next job to run, waiting for one; NULL once
+ * stopping.  A paced job records when its echo begins. */
+static Job *
+echo_next (ConatfsEcho *echo)
+{
+  Job *job;
+
+  for (;;)
+    {
+      gint64 now = g_get_monotonic_time ();
+
+      while ((job = g_queue_peek_head (&echo->later)) != NULL && job->due <= now)
+        g_queue_push_tail (&echo->queue, g_queue_pop_head (&echo->later));
+      if (echo->stopping || !g_queue_is_empty (&echo->queue))
+        break;
+      if (job != NULL)
+        g_cond_wait_until (&echo->cond, &echo->lock, job->due);
+      else
+        g_cond_wait (&echo->cond, &echo->lock);
+    }
+  job = echo->stopping ? NULL : g_queue_pop_head (&echo->queue);
+  if (job == NULL)
+    return NULL;
+  g_hash_table_remove (echo->pending, job->key);
+  if (job->paced)
+    {
+      gint64 *at = g_new (gint64, 1);
+
+      *at = g_get_monotonic_time ();
+      g_hash_table_insert (echo->paced_at, g_strdup (job->key), at);
+    }
+  return job;
+}
+
 static gpointer
 echo_thread (gpointer data)
 {
@@ -657,11 +734,7 @@ echo_thread (gpointer data)
 
       g_mutex_lock (&echo->lock);
       echo->busy = FALSE;
-      while (!echo->stopping && g_queue_is_empty (&echo->queue))
-        g_cond_wait (&echo->cond, &echo->lock);
-      job = echo->stopping ? NULL : g_queue_pop_head (&echo->queue);
-      if (job != NULL)
-        g_hash_table_remove (echo->pending, job->key);
+      job = echo_next (echo);
       echo->busy = job != NULL;
       g_mutex_unlock (&echo->lock);
       if (job == NULL)
@@ -681,7 +754,8 @@ conatfs_echo_get_status (ConatfsFs *fs, guint *pending, guint64 *dir_passes)
   if (echo == NULL)
     return;
   g_mutex_lock (&echo->lock);
-  *pending = g_queue_get_length (&echo->queue) + (echo->busy ? 1 : 0);
+  *pending = g_queue_get_length (&echo->queue) + g_queue_get_length (&echo->later)
+             + (echo->busy ? 1 : 0);
   g_mutex_unlock (&echo->lock);
   if (echo->poller != NULL)
     *dir_passes = conatfs_dir_poller_passes (echo->poller);
@@ -700,6 +774,8 @@ conatfs_echo_new (ConatfsFs *fs)
   echo->pending = g_hash_table_new (g_str_hash, g_str_equal);
   echo->gone = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   g_queue_init (&echo->queue);
+  g_queue_init (&echo->later);
+  echo->paced_at = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   echo->thread = g_thread_new ("conatfs-echo", echo_thread, echo);
   /* One embedded mount has no changes made elsewhere. */
   if (strcmp (conat_client_backend_name (fs->client), "embedded") != 0)
@@ -720,6 +796,7 @@ conatfs_echo_stop (ConatfsEcho *echo)
   echo->stopping = TRUE;
   g_hash_table_remove_all (echo->pending);
   g_queue_clear_full (&echo->queue, (GDestroyNotify) job_free);
+  g_queue_clear_full (&echo->later, (GDestroyNotify) job_free);
   g_cond_broadcast (&echo->cond);
   g_mutex_unlock (&echo->lock);
   g_thread_join (g_steal_pointer (&echo->thread));
@@ -732,6 +809,7 @@ conatfs_echo_free (ConatfsEcho *echo)
   g_clear_pointer (&echo->poller, conatfs_dir_poller_free);
   g_hash_table_unref (echo->pending);
   g_hash_table_unref (echo->gone);
+  g_hash_table_unref (echo->paced_at);
   g_free (echo->current.file_name);
   g_free (echo->current.name);
   g_mutex_clear (&echo->lock);

@@ -30,6 +30,8 @@ typedef struct {
 struct _ConatfsNotifier {
   struct fuse_session *session; /* immutable */
   GAsyncQueue *queue;           /* Notice*; thread-safe */
+  GHashTable *attr_pending;     /* inodes with a NOTICE_INVAL_ATTR queued (set);
+                                   guarded by the queue's lock */
   GThread *thread;
 };
 
@@ -68,6 +70,13 @@ notifier_thread (gpointer data)
       Notice *notice = g_async_queue_pop (notifier->queue);
       gboolean stop = notice->kind == NOTICE_STOP;
 
+      if (notice->kind == NOTICE_INVAL_ATTR)
+        {
+          g_async_queue_lock (notifier->queue);
+          g_hash_table_remove (notifier->attr_pending, GSIZE_TO_POINTER (notice->ino));
+          g_async_queue_unlock (notifier->queue);
+        }
+
       if (!stop)
         notice_send (notifier->session, notice);
       notice_free (notice);
@@ -83,6 +92,7 @@ conatfs_notifier_new (struct fuse_session *session)
 
   notifier->session = session;
   notifier->queue = g_async_queue_new_full ((GDestroyNotify) notice_free);
+  notifier->attr_pending = g_hash_table_new (NULL, NULL);
   notifier->thread = g_thread_new ("conatfs-notify", notifier_thread, notifier);
   return notifier;
 }
@@ -114,12 +124,23 @@ conatfs_notifier_inval_entry (ConatfsNotifier *notifier, fuse_ino_t parent,
 }
 
 /* The kernel drops its attributes of INO (not its pages): what `tail -f`
- * needs to see a channel file grow. */
+ * needs to see a channel file grow.  Nothing is added while one is queued. */
 void
 conatfs_notifier_inval_attr (ConatfsNotifier *notifier, fuse_ino_t ino)
 {
-  if (notifier != NULL)
-    notifier_push (notifier, NOTICE_INVAL_ATTR, ino, NULL);
+  Notice *notice;
+
+  if (notifier == NULL)
+    return;
+  g_async_queue_lock (notifier->queue);
+  if (g_hash_table_add (notifier->attr_pending, GSIZE_TO_POINTER (ino)))
+    {
+      notice = g_new0 (Notice, 1);
+      notice->kind = NOTICE_INVAL_ATTR;
+      notice->ino = ino;
+      g_async_queue_push_unlocked (notifier->queue, notice);
+    }
+  g_async_queue_unlock (notifier->queue);
 }
 
 /* Wakes the poll() that PH came with, now; takes PH. */
@@ -140,5 +161,6 @@ conatfs_notifier_free (ConatfsNotifier *notifier)
   notifier_push (notifier, NOTICE_STOP, 0, NULL);
   g_thread_join (notifier->thread);
   g_async_queue_unref (notifier->queue);
+  g_hash_table_unref (notifier->attr_pending);
   g_free (notifier);
 }

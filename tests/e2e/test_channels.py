@@ -320,6 +320,32 @@ def test_nodejs_client_interoperates(mount_factory, procs, nats_server):
     assert out.wait(3)[2] == '{"from":"file"}\n'
 
 
+def test_lines_of_one_write_arrive_as_as_many_messages_in_order(pair, procs, nats_server):
+    """A write() of many lines goes out as a batch; single lines and batches,
+    mixed, reach tail -f on another mount, a Node.js subscriber and the
+    writer's own mount as one message per line, in order."""
+    a, b = pair
+    writes = [[f"single {w}"] if w % 2 == 0 else [f"write {w} line {i}" for i in range(300)]
+              for w in range(6)]
+    lines = [line for w in writes for line in w]
+    out = tail(procs, f"{b}/@batch", "-f")
+    wait_until(lambda: subscribed(b, "@batch"), what="mount B to subscribe")
+    sub = Lines(procs.start(node_channel(nats_server, "sub", "conat.p.pubsub.batch",
+                                         str(len(lines)))))
+    assert sub.wait(1, "ready") == ["ready\n"]
+    fd = os.open(f"{a}/@batch", os.O_WRONLY | os.O_APPEND)
+    try:
+        for w in writes:
+            data = "".join(line + "\n" for line in w).encode()
+            assert os.write(fd, data) == len(data)
+    finally:
+        os.close(fd)
+    assert out.wait(len(lines)) == [line + "\n" for line in lines]
+    assert [json.loads(m)["data"] for m in sub.wait(len(lines) + 1)[1:]] == lines
+    wait_until(lambda: read(f"{a}/@batch").count("\n") >= len(lines), what="the self-echo")
+    assert read(f"{a}/@batch") == "".join(line + "\n" for line in lines)
+
+
 # --------------------------------------------------------------------- 7
 
 def test_poll_wakes_when_another_mount_sends(pair):

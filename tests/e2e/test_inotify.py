@@ -354,6 +354,27 @@ def test_channel_file_gets_a_modify_per_message_from_elsewhere(pair, watchers):
     assert read(chat_b).endswith("hello from a\nsecond\n")  # the echo published nothing
 
 
+def test_channel_stream_from_elsewhere_is_paced_and_still_ends_with_a_modify(pair, watchers):
+    """A stream's echoes are paced (coalesced), but the watcher hears of the
+    stream, the echoes settle, and a message right after it raises one more."""
+    a, b, da, db = pair
+    chat_a, chat_b = (os.path.join(m.path, "p", "@stream") for m in (a, b))
+    open(chat_b, "a").close()  # B subscribes
+    w = watchers.syscalls(b.path, [os.path.join(b.path, "p")])
+    with open(chat_a, "a") as f:
+        for i in range(300):
+            f.write(f"message {i}\n")
+            f.flush()
+    wait_until(lambda: read(chat_b).endswith("message 299\n"), what="the stream on b")
+    wait_events(w, "p/@stream", ["MODIFY"])
+    wait_until(lambda: settled(b), what="b's echoes to settle")
+    before = len(names_of(w.events(), "p/@stream"))
+    with open(chat_a, "a") as f:
+        f.write("last\n")
+    wait_until(lambda: any("MODIFY" in n for n in names_of(w.events(), "p/@stream")[before:]),
+               what="a MODIFY for the message after the stream")
+
+
 def test_ctypes_watcher_sees_changes_made_elsewhere(pair, watchers):
     a, b, da, db = pair
     w = watchers.syscalls(b.path, [db])

@@ -1192,6 +1192,58 @@ test_pubsub (Fixture *fx, gconstpointer data)
   backend_free (b);
 }
 
+/* Batches go out on a connection of their own: single messages and
+ * batches, mixed, still arrive as published, in order, at another backend
+ * and at the sender's own subscription. */
+static void
+test_pubsub_batches (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) sent = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  ConatBackendSub *sa, *sb;
+  Inbox ia, ib;
+
+  inbox_init (&ia);
+  inbox_init (&ib);
+  sa = a->klass->subscribe (a, "p", NULL, "batch", on_message, &ia, &error);
+  sb = b->klass->subscribe (b, "p", NULL, "batch", on_message, &ib, &error);
+  g_assert_no_error (error);
+  for (guint round = 0; round < 6; round++)
+    {
+      guint first = sent->len;
+      guint n = round % 2 == 0 ? 1 : 100 * round;
+
+      for (guint i = 0; i < n; i++)
+        {
+          g_autofree char *text = g_strdup_printf ("round %u message %u", round, i);
+
+          g_ptr_array_add (sent, bytes (text));
+        }
+      if (n == 1)
+        g_assert_true (a->klass->publish (a, "p", NULL, "batch", sent->pdata[first], &error));
+      else
+        g_assert_true (a->klass->publish_many (a, "p", NULL, "batch",
+                                               (GBytes *const *) sent->pdata + first, n, &error));
+      g_assert_no_error (error);
+    }
+  inbox_wait (&ib, sent->len);
+  inbox_wait (&ia, sent->len);
+  for (guint i = 0; i < sent->len; i++)
+    {
+      g_assert_true (g_bytes_equal (ib.messages->pdata[i], sent->pdata[i]));
+      g_assert_true (g_bytes_equal (ia.messages->pdata[i], sent->pdata[i]));
+    }
+  a->klass->unsubscribe (sa);
+  b->klass->unsubscribe (sb);
+  g_assert_cmpuint (ib.messages->len, ==, sent->len);
+  inbox_clear (&ia);
+  inbox_clear (&ib);
+  backend_free (a);
+  backend_free (b);
+}
+
 /* What a scope watch saw: "NAME" or "NAME\nPATH" per message, as GBytes. */
 static void
 on_seen (const char *name, const char *path, gpointer data)
@@ -1772,6 +1824,7 @@ main (int argc, char **argv)
   ADD ("/nats/limits", test_limits, NULL);
   ADD ("/nats/options", test_options, NULL);
   ADD ("/nats/pubsub", test_pubsub, NULL);
+  ADD ("/nats/pubsub-batches", test_pubsub_batches, NULL);
   ADD ("/nats/watch-scope", test_watch_scope, NULL);
   ADD ("/nats/many-stores", test_many_stores, NULL);
   ADD ("/nats/restart", test_restart, NULL);
