@@ -139,6 +139,23 @@ gboolean nats_publish_many (ConatBackend *backend, const char *scope, const char
                             const char *name, GBytes *const *messages, guint n,
                             GError **error);
 
+/* A change a store handle reports (nats-store.c, nats-maint.c). */
+typedef struct {
+  char *key;
+  GBytes *value;  /* NULL: deleted */
+  guint64 revision;
+  gint64 time_ms;
+  gint64 stored_ns;  /* server time the message was stored; 0 if synthetic */
+  guint64 writer_id;
+  guint64 gen;
+} NatsChange;
+
+/* nats-store.c, for nats-maint.c */
+natsSubscription *nats_store_take_sub_locked (ConatBackendStore *st);
+gboolean nats_store_subscribe (ConatBackendStore *st, jsDeliverPolicy policy, guint64 start,
+                               GError **error);
+void nats_store_note_config_locked (ConatBackendStore *st, jsStreamInfo *si);
+
 /* backend-nats.c */
 void dispatch_init (Dispatch *d, const DispatchClass *klass, NatsBackend *be);
 Dispatch *dispatch_ref (Dispatch *d);
