@@ -158,7 +158,8 @@ store_track_key_locked (ConatBackendStore *st, NatsChange *c)
 }
 
 /* An idle heartbeat of the consumer (status 100, no data); *LAST_DSEQ is
- * the consumer sequence it says was sent last. */
+ * the consumer sequence it says was sent last (left alone if it does not
+ * say). */
 static gboolean
 watch_heartbeat (natsMsg *msg, guint64 *last_dseq)
 {
@@ -179,7 +180,7 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
 {
   Watch *w = closure;
   ConatBackendStore *st = w->store;
-  guint64 seq = 0, dseq = 0, last_dseq = 0;
+  guint64 seq = 0, dseq = 0, last_dseq = G_MAXUINT64;
   gboolean heartbeat = watch_heartbeat (msg, &last_dseq);
   NatsChange *c = heartbeat ? NULL : change_from_msg (st, msg, &seq, &dseq);
   gboolean broke = FALSE;
@@ -188,7 +189,8 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
   g_mutex_lock (&st->d.mu);
   if (w->gen == st->gen)
     st->heard_us = g_get_monotonic_time ();
-  if (heartbeat && w->gen == st->gen && !st->d.closing && last_dseq != w->dseq)
+  if (heartbeat && w->gen == st->gen && !st->d.closing && last_dseq != G_MAXUINT64
+      && last_dseq != w->dseq)
     {
       g_debug ("the watch of %s missed messages %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
                "; resuming it", st->bucket, w->dseq + 1, last_dseq);
