@@ -615,17 +615,24 @@ on_closed (natsConnection *nc, void *closure)
   g_mutex_unlock (&be->mu);
 }
 
+/* The text of an asynchronous error ERR of NC. */
+const char *
+nats_async_error_text (natsConnection *nc, natsStatus err)
+{
+  const char *text = NULL;
+
+  if (natsConnection_GetLastError (nc, &text) != err || text == NULL || *text == '\0')
+    text = natsStatus_GetText (err);
+  return text;
+}
+
 static void
 on_error (natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
   NatsBackend *be = closure;
-  const char *text = NULL;
-  g_autofree char *message = NULL;
-
-  if (natsConnection_GetLastError (nc, &text) != err || text == NULL || *text == '\0')
-    text = natsStatus_GetText (err);
   /* SUB may already be destroyed (libnats posts these late): do not touch it. */
-  message = g_strdup (text);
+  g_autofree char *message = g_strdup (nats_async_error_text (nc, err));
+
   g_debug ("NATS error %d: %s", err, message);
   /* Watches report transient trouble here and recover by themselves. */
   if (sub == NULL || err == NATS_SLOW_CONSUMER)

@@ -415,7 +415,7 @@ store_check (ConatBackendStore *st, CheckKind kind)
 {
   g_autoptr (GError) error = NULL;
   jsStreamInfo *si = NULL;
-  gboolean ok = TRUE, closing, ephemeral, gone, fill;
+  gboolean ok = TRUE, closing, ephemeral, gone, healthy, fill;
   gint64 created;
 
   g_mutex_lock (&st->sub_mu);
@@ -424,6 +424,7 @@ store_check (ConatBackendStore *st, CheckKind kind)
   created = st->created;
   ephemeral = st->ephemeral;
   gone = st->gone;
+  healthy = st->sub != NULL && !st->broken && !st->stale;
   g_mutex_unlock (&st->d.mu);
   if (closing)
     ;
@@ -443,7 +444,10 @@ store_check (ConatBackendStore *st, CheckKind kind)
       g_mutex_lock (&st->d.mu);
       nats_store_note_config_locked (st, si);
       g_mutex_unlock (&st->d.mu);
-      ok = store_check_consumer (st, gone || kind == CHECK_RECONNECT);
+      /* A watch that hears heartbeats has its consumer: the periodic check
+       * asks the server about the others only. */
+      if (kind != CHECK_PERIODIC || gone || !healthy)
+        ok = store_check_consumer (st, gone || kind == CHECK_RECONNECT);
     }
   jsStreamInfo_Destroy (si);
   g_mutex_lock (&st->d.mu);
@@ -467,12 +471,11 @@ maint_collect_locked (NatsBackend *be, gboolean reconnect, gboolean periodic)
   GArray *checks = g_array_new (FALSE, FALSE, sizeof (Check));
 
   for (GList *l = be->stores; l; l = l->next)
-    ((ConatBackendStore *) l->data)->reconnect_wanted |= reconnect;
-  for (GList *l = be->stores; l; l = l->next)
     {
       ConatBackendStore *st = l->data;
       gboolean ages_fill;
 
+      st->reconnect_wanted |= reconnect;
       g_mutex_lock (&st->d.mu);
       ages_fill = st->ages_fill;
       g_mutex_unlock (&st->d.mu);

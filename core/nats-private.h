@@ -165,6 +165,7 @@ void dispatch_start (Dispatch *d);
 void dispatch_close (Dispatch *d);
 
 void nats_note_error (NatsBackend *be, const char *message);
+const char *nats_async_error_text (natsConnection *nc, natsStatus err);
 void nats_set_error (NatsBackend *be, GError **error, natsStatus s, jsErrCode jerr,
                      const char *context);
 gboolean nats_is_connected (NatsBackend *be);

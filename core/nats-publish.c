@@ -127,10 +127,8 @@ bulk_on_closed (natsConnection *nc, void *closure)
 static void
 bulk_on_error (natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
-  const char *text = NULL;
+  const char *text = nats_async_error_text (nc, err);
 
-  if (natsConnection_GetLastError (nc, &text) != err || text == NULL || *text == '\0')
-    text = natsStatus_GetText (err);
   g_debug ("NATS error %d on the batch connection: %s", err, text);
   nats_note_error (closure, text);
 }

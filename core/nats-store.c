@@ -180,27 +180,22 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
 {
   Watch *w = closure;
   ConatBackendStore *st = w->store;
-  guint64 seq = 0, dseq = 0, last_dseq = G_MAXUINT64;
-  gboolean heartbeat = watch_heartbeat (msg, &last_dseq);
+  guint64 seq = 0, dseq = 0, sent_before = G_MAXUINT64;
+  gboolean heartbeat = watch_heartbeat (msg, &sent_before);
   NatsChange *c = heartbeat ? NULL : change_from_msg (st, msg, &seq, &dseq);
   gboolean broke = FALSE;
 
   natsMsg_Destroy (msg);
+  if (seq > 0)
+    sent_before = dseq - 1;
   g_mutex_lock (&st->d.mu);
   if (w->gen == st->gen)
     st->heard_us = g_get_monotonic_time ();
-  if (heartbeat && w->gen == st->gen && !st->d.closing && last_dseq != G_MAXUINT64
-      && last_dseq != w->dseq)
+  if (w->gen == st->gen && !st->d.closing && sent_before != G_MAXUINT64
+      && sent_before != w->dseq)
     {
       g_debug ("the watch of %s missed messages %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
-               "; resuming it", st->bucket, w->dseq + 1, last_dseq);
-      st->gen++;  /* drops the rest of this watch */
-      st->broken = broke = TRUE;
-    }
-  if (seq > 0 && w->gen == st->gen && !st->d.closing && dseq != w->dseq + 1)
-    {
-      g_debug ("the watch of %s skipped from message %" G_GUINT64_FORMAT " to %"
-               G_GUINT64_FORMAT "; resuming it", st->bucket, w->dseq, dseq);
+               "; resuming it", st->bucket, w->dseq + 1, sent_before);
       st->gen++;  /* drops the rest of this watch */
       st->broken = broke = TRUE;
     }
@@ -235,8 +230,8 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
   g_mutex_unlock (&st->d.mu);
   if (c)
     change_free (c);
-  if (broke)
-    nats_store_request_check (st);
+  if (broke)  /* a check that never re-creates the bucket */
+    nats_stores_bucket_changed_remotely (st->d.be, st->bucket);
 }
 
 static void
