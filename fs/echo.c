@@ -45,7 +45,14 @@
  * was pending.  So the thread remembers the names whose last event the
  * kernel raised was IN_DELETE (unlink, rename's source, the echo's unlink)
  * until one raises IN_CREATE (create, mknod, rename's target, the echo's
- * create), and a new value for such a name is echoed as a create.
+ * create), and when it runs a job for such a name that this mount shows,
+ * it echoes a create, whatever the job was.  A name can come back without
+ * IN_CREATE: a lookup by another process finds the key set again elsewhere
+ * while its create echo waits, and the key is deleted and the echo
+ * cancelled (a create then a delete is a delete) before that process opens
+ * the positive entry it got and writes the key again.  That write is this
+ * mount's own, so the DKV's echo of it queues a conditional create
+ * (CONATFS_ECHO_SET_HERE), which runs only if the name is still gone.
  *
  * Order: the change callback invalidates the kernel's caches first (through
  * the notifier); the echo thread invalidates once more itself, right before
@@ -91,6 +98,7 @@ enum {
   OP_CREATE = 1 << 1,
   OP_MODIFY = 1 << 2,
   OP_DIR = 1 << 3,
+  OP_IF_GONE = 1 << 4, /* with OP_CREATE: only if the name is gone for watchers */
 };
 
 #define CREATE_TRIES 3 /* a lookup by someone else may bring the entry back */
@@ -121,6 +129,7 @@ struct _ConatfsEcho {
   GHashTable *pending;          /* Job.key -> Job* (owned by queue) */
   GHashTable *gone;             /* "DIR-INO/FILE-NAME" whose last name event
                                    was IN_DELETE (set, owned) */
+  gint n_gone;                  /* atomic: its size, read without the lock */
   GQueue queue;                 /* Job*, oldest first */
   GQueue later;                 /* paced Job* not due yet, by due */
   GHashTable *paced_at;         /* Job.key of a channel file -> gint64* monotonic
@@ -153,6 +162,8 @@ op_of_kind (ConatfsEchoKind kind)
       return OP_CREATE | OP_DIR;
     case CONATFS_ECHO_DIR_DELETED:
       return OP_DELETE | OP_DIR;
+    case CONATFS_ECHO_SET_HERE:
+      return OP_CREATE | OP_IF_GONE;
     case CONATFS_ECHO_MODIFIED:
     default:
       return OP_MODIFY;
@@ -165,6 +176,10 @@ merge_ops (guint old, guint op)
 {
   guint dir = op & OP_DIR;
 
+  if (op & OP_IF_GONE) /* echo_run checks a real job's name anyway */
+    return old != 0 ? old : op;
+  if (old & OP_IF_GONE)
+    old = 0;
   if (op & OP_DELETE)
     return OP_DELETE | dir;
   if (op & OP_CREATE)
@@ -218,6 +233,11 @@ echo_queue (ConatfsEcho *echo, fuse_ino_t dir_ino, const char *file_name, const 
     return;
   key = conatfs_name_key (dir_ino, file_name);
   g_mutex_lock (&echo->lock);
+  if (kind == CONATFS_ECHO_SET_HERE && !g_hash_table_contains (echo->gone, key))
+    {
+      g_mutex_unlock (&echo->lock);
+      return;
+    }
   job = echo->stopping ? NULL : g_hash_table_lookup (echo->pending, key);
   if (job == NULL && !echo->stopping)
     job = job_add (echo, g_steal_pointer (&key), dir_ino, file_name, paced);
@@ -384,7 +404,14 @@ conatfs_echo_name_event (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_nam
 
       g_hash_table_remove (echo->gone, key);
     }
+  g_atomic_int_set (&echo->n_gone, (gint) g_hash_table_size (echo->gone));
   g_mutex_unlock (&echo->lock);
+}
+
+gboolean
+conatfs_echo_any_gone (ConatfsFs *fs)
+{
+  return fs->echo != NULL && g_atomic_int_get (&fs->echo->n_gone) > 0;
 }
 
 static gboolean
@@ -665,6 +692,25 @@ echo_ops (ConatfsEcho *echo, const Job *job, int root, const char *path)
     echo_modify (echo, job, root, path);
 }
 
+/* TRUE if this mount shows JOB's file now. */
+static gboolean
+job_shown (ConatfsEcho *echo, const Job *job)
+{
+  g_autoptr (ConatfsInode) dir = conatfs_inode_get (echo->fs, job->dir_ino);
+
+  return dir != NULL && shows_file (echo->fs, dir, job->file_name);
+}
+
+/* A file's job after all: a name the watchers last saw deleted and this
+ * mount shows gets IN_CREATE, whatever the changes were on the way. */
+static guint
+file_ops (ConatfsEcho *echo, const Job *job)
+{
+  if (name_is_gone (echo, job) && job_shown (echo, job))
+    return OP_CREATE;
+  return job->ops & OP_IF_GONE ? 0 : job->ops;
+}
+
 static void
 echo_run (ConatfsEcho *echo, Job *job)
 {
@@ -673,8 +719,10 @@ echo_run (ConatfsEcho *echo, Job *job)
 
   if (path == NULL) /* nobody watches a directory the kernel forgot */
     return;
-  if ((job->ops & OP_MODIFY) && !(job->ops & OP_DIR) && name_is_gone (echo, job))
-    job->ops = OP_CREATE; /* set again after IN_DELETE (a pending delete of ours, say) */
+  if (!(job->ops & OP_DIR))
+    job->ops = file_ops (echo, job);
+  if (job->ops == 0)
+    return;
   g_debug ("echo %s%s%s%s %s", job->ops & OP_DELETE ? "delete " : "",
            job->ops & OP_CREATE ? "create " : "", job->ops & OP_MODIFY ? "modify " : "",
            job->ops & OP_DIR ? "dir" : "file", path);

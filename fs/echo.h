@@ -16,6 +16,8 @@ typedef enum {
   CONATFS_ECHO_DELETED,      /* IN_DELETE */
   CONATFS_ECHO_DIR_CREATED,  /* IN_CREATE | IN_ISDIR */
   CONATFS_ECHO_DIR_DELETED,  /* IN_DELETE | IN_ISDIR */
+  CONATFS_ECHO_SET_HERE,     /* a set of this mount's: IN_CREATE only if the
+                                name is gone for watchers (see echo.c) */
 } ConatfsEchoKind;
 
 /* For channel files: queues an IN_MODIFY on FILE_NAME in the directory
@@ -36,6 +38,10 @@ void conatfs_echo_change (ConatfsFs *fs, fuse_ino_t dir_ino, const char *file_na
                           const char *name, ConatfsEchoKind kind, gsize old_size);
 void conatfs_echo_queue (ConatfsEcho *echo, fuse_ino_t dir_ino, const char *file_name,
                          const char *name, ConatfsEchoKind kind, gsize old_size);
+
+/* TRUE if some name's last event was IN_DELETE: a set of this mount's own
+ * may need CONATFS_ECHO_SET_HERE (cheap; no lock). */
+gboolean conatfs_echo_any_gone (ConatfsFs *fs);
 
 /* Handler hooks (each a no-op for requests of other threads). */
 gboolean conatfs_echo_reply_lookup (ConatfsFs *fs, fuse_req_t req, ConatfsInode *dir,

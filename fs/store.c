@@ -62,7 +62,40 @@ store_dir_inode (ConatfsFs *fs, ConatfsStore *store)
   return g_hash_table_lookup (fs->by_name, store_key_);
 }
 
-/* A change made elsewhere: the kernel forgets what it cached of the key. */
+/* The inode number of the store's directory if the kernel knows it and
+ * FILE_NAME is a shared key there (not a local file), else 0.  With
+ * CHILD_INO: the key's inode, if the kernel knows it, is marked stale and
+ * its number stored. */
+static fuse_ino_t
+store_key_dir (ConatfsStore *store, const char *file_name, fuse_ino_t *child_ino)
+{
+  ConatfsFs *fs = store->fs;
+  g_autofree char *child_key = NULL;
+  ConatfsInode *dir, *child = NULL;
+  fuse_ino_t dir_ino = 0;
+
+  g_mutex_lock (&fs->lock);
+  dir = store->closed ? NULL : store_dir_inode (fs, store);
+  if (dir != NULL && !g_hash_table_contains (store->locals, file_name))
+    dir_ino = dir->ino;
+  if (dir_ino != 0 && child_ino != NULL)
+    {
+      child_key = conatfs_name_key (dir_ino, file_name);
+      child = g_hash_table_lookup (fs->by_name, child_key);
+    }
+  if (child != NULL && child->kind == CONATFS_INODE_KEY)
+    {
+      child->cache_valid = FALSE;
+      *child_ino = child->ino;
+    }
+  g_mutex_unlock (&fs->lock);
+  return dir_ino;
+}
+
+/* A confirmed change.  Made elsewhere: the kernel forgets what it cached of
+ * the key, and watchers get its events.  A set of this mount's own needs
+ * nothing, unless its name is gone for watchers (see echo.c): then they
+ * get IN_CREATE. */
 static void
 store_on_change (ConatDkv *kv, const char *key, GBytes *value, GBytes *prev, gboolean own,
                  gpointer user_data)
@@ -70,28 +103,19 @@ store_on_change (ConatDkv *kv, const char *key, GBytes *value, GBytes *prev, gbo
   ConatfsStore *store = user_data;
   ConatfsFs *fs = store->fs;
   g_autofree char *file_name = NULL;
-  g_autofree char *child_key = NULL;
-  ConatfsInode *dir, *child = NULL;
-  fuse_ino_t dir_ino = 0, child_ino = 0;
+  fuse_ino_t dir_ino, child_ino = 0;
 
-  if (own)
+  if (own && (value == NULL || !conatfs_echo_any_gone (fs)))
     return;
   file_name = conatfs_name_encode (CONATFS_NAME_KEY, key);
-  g_mutex_lock (&fs->lock);
-  dir = store->closed ? NULL : store_dir_inode (fs, store);
-  if (dir != NULL && !g_hash_table_contains (store->locals, file_name))
+  if (own)
     {
-      dir_ino = dir->ino;
-      child_key = conatfs_name_key (dir_ino, file_name);
-      child = g_hash_table_lookup (fs->by_name, child_key);
+      dir_ino = store_key_dir (store, file_name, NULL);
+      if (dir_ino != 0)
+        conatfs_echo_change (fs, dir_ino, file_name, key, CONATFS_ECHO_SET_HERE, 0);
+      return;
     }
-  if (child != NULL && child->kind == CONATFS_INODE_KEY)
-    {
-      child->cache_valid = FALSE;
-      child_ino = child->ino;
-    }
-  g_mutex_unlock (&fs->lock);
-
+  dir_ino = store_key_dir (store, file_name, &child_ino);
   g_debug ("change from elsewhere: %s/%s/%s (%s)", store->scope, store->name, file_name,
            value ? "set" : "deleted");
   if (child_ino != 0 && value != NULL)
