@@ -97,17 +97,21 @@ local_revert (ConatDkv *kv, const char *key, LocalEntry *e)
 }
 
 /* With kv->lock held: a compare-and-set was refused.  Wait for the newer
- * change (its arrival runs the merge) unless it has arrived already. */
+ * change (its arrival runs the merge, or, if it is our own earlier write,
+ * sends again) unless it has arrived already.  While the mirror still has
+ * the revision the put expected, it says nothing of what the backend
+ * holds: a delete refused there is not "already deleted". */
 static void
 cas_refused (ConatDkv *kv, ConatPut *put, LocalEntry *e)
 {
   MirrorEntry *m = g_hash_table_lookup (kv->mirror, put->key);
+  gboolean stale = (m ? m->revision : 0) == put->expected_revision;
 
-  if (dkv_bytes_equal0 (m ? m->value : NULL, e->value))
+  if (!stale && dkv_bytes_equal0 (m ? m->value : NULL, e->value))
     dkv_local_remove (kv, put->key);
   else
     {
-      e->cas_wait = (m ? m->revision : 0) == put->expected_revision;
+      e->cas_wait = stale;
       dkv_mark_dirty (kv, put->key, e);
     }
 }

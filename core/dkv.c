@@ -27,7 +27,9 @@
  *
  * Merge stores write with compare-and-set on the mirror's revision.  A put
  * refused with "wrong revision" waits (cas_wait) for the newer change to
- * arrive, which runs the merge and makes the entry DIRTY again.
+ * arrive, which runs the merge and makes the entry DIRTY again; if that
+ * change is our own earlier write (a second put sent before the first one's
+ * echo), its echo makes the entry DIRTY again, to go out on its revision.
  *
  * One saver thread per client sends DIRTY entries in batches; a batch whose
  * outcome is unknown is retried with backoff (puts carry writer id and gen,
@@ -299,6 +301,13 @@ apply_change (ConatDkv *kv, const ConatChange *change, Event *ev)
     }
   else if (e != NULL && !ev->own && e->revision < change->revision)
     dkv_local_remove (kv, change->key);  /* a newer write than our ACKED one */
+
+  e = g_hash_table_lookup (kv->local, change->key);
+  if (e != NULL && e->cas_wait) /* our own earlier write: send on its revision */
+    {
+      e->cas_wait = FALSE;
+      dkv_mark_dirty (kv, change->key, e);
+    }
 
   ev->value = value ? g_bytes_ref (value) : NULL;
   g_cond_broadcast (&kv->cond);

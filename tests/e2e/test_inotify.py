@@ -20,7 +20,7 @@ import pytest
 
 from conftest import Backend
 from natsfixtures import kvjs, settle_echoes  # noqa: F401 (settle_echoes: fixture)
-from util import DEADLINE, read, run, wait_until, write
+from util import DEADLINE, read, run, wait_explained, wait_until, write
 
 # An unmount while an echo runs through the mountpoint fails with EBUSY.
 pytestmark = pytest.mark.usefixtures("settle_echoes")
@@ -173,14 +173,6 @@ def wait_dir_polls(daemon, passes=2):
     lists of the directories the kernel knows now are taken)."""
     start = status(daemon)["dir_polls"]
     wait_until(lambda: status(daemon)["dir_polls"] >= start + passes, what="the store poller")
-
-
-def wait_explained(condition, explain, timeout=DEADLINE, what="condition"):
-    """wait_until, and on a timeout, say what EXPLAIN () finds then."""
-    try:
-        wait_until(condition, timeout=timeout, what=what)
-    except AssertionError as e:
-        raise AssertionError(f"{e}: {explain()}") from None
 
 
 def shows(path, value):

@@ -20,7 +20,7 @@ import os
 import pytest
 
 from natsfixtures import embedded_or_nats, nats_only
-from util import fails_with, read, run, wait_until, write
+from util import fails_with, read, run, wait_explained, wait_until, write
 
 
 @pytest.fixture(params=["embedded", "nats"])
@@ -221,7 +221,8 @@ def test_getfattr_and_status_after_writes(backend, mount, store):
         "user.conat.keys": "2",
         "user.conat.bytes": "10",
     }
-    wait_until(lambda: getfattr(store) == expected, what=f"getfattr -d to show {expected}")
+    wait_explained(lambda: getfattr(store) == expected, lambda: (getfattr(store), os.listdir(store)),
+                   what=f"getfattr -d to show {expected}")
     attrs = getfattr(f"{store}/c")
     assert set(attrs) == {"user.conat.name", "user.conat.revision", "user.conat.time"}
     fails_with(f"setfattr -n user.conat.keys -v 3 '{store}'", errno.EOPNOTSUPP)

@@ -20,6 +20,14 @@ def wait_until(condition, timeout=DEADLINE, what="condition"):
         time.sleep(0.02)
 
 
+def wait_explained(condition, explain, timeout=DEADLINE, what="condition"):
+    """wait_until, and on a timeout, say what EXPLAIN () finds then."""
+    try:
+        wait_until(condition, timeout=timeout, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {explain()}") from None
+
+
 def run(cmd, check=True, **kwargs):
     """Runs a shell command line; returns the CompletedProcess (text)."""
     res = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60, **kwargs)

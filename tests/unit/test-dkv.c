@@ -512,6 +512,49 @@ test_merge_three_way (Fixture *f, gconstpointer data)
   g_assert_cmpstr (seen->pdata[0], ==, "cocalc");
 }
 
+/* Quick successive writes of one key in a merge store: the second put goes
+ * out with the revision the mirror had before the first one's echo came
+ * back, and the backend refuses it.  The refusal must wait for that echo
+ * (our own write) and send again; it must not read the stale mirror as
+ * "already so" (a delete after a set was lost that way) nor wait forever
+ * (a set after a set was).  Timing decides how often the race happens:
+ * many rounds, each checked by a handle opened afterwards. */
+static void
+test_merge_quick_rewrites (Fixture *f, gconstpointer data)
+{
+  enum { ROUNDS = 3000 };
+  ConatDkvOptions opts = {
+    .scope = "project-test", .name = "merge-quick", .no_cache = TRUE,
+    .merge = merge_constant,
+  };
+  g_autoptr (ConatDkv) kv = conat_dkv_open (f->client, &opts, NULL);
+  g_autoptr (ConatDkv) later = NULL;
+
+  g_assert_nonnull (kv);
+  for (int i = 0; i < ROUNDS; i++)
+    {
+      g_autofree char *a = g_strdup_printf ("a%d", i);
+      g_autofree char *b = g_strdup_printf ("b%d", i);
+
+      set_str (kv, a, "1");
+      set_str (kv, a, NULL);  /* set, then delete at once */
+      set_str (kv, b, "1");
+      set_str (kv, b, "2");   /* set, then set again at once */
+    }
+  save (kv);
+  later = conat_dkv_open (f->client, &opts, NULL);
+  for (int i = 0; i < ROUNDS; i++)
+    {
+      g_autofree char *a = g_strdup_printf ("a%d", i);
+      g_autofree char *b = g_strdup_printf ("b%d", i);
+
+      g_assert_true (eventually_str (kv, a, NULL));
+      g_assert_true (eventually_str (kv, b, "2"));
+      g_assert_true (eventually_str (later, a, NULL));
+      g_assert_true (eventually_str (later, b, "2"));
+    }
+}
+
 /* 13 */
 typedef struct {
   GMutex lock;
@@ -845,6 +888,7 @@ main (int argc, char **argv)
   ADD ("/dkv/conflict/default", test_conflict_default);
   ADD ("/dkv/conflict/merge-constant", test_merge_constant);
   ADD ("/dkv/conflict/merge-three-way", test_merge_three_way);
+  ADD ("/dkv/conflict/merge-quick-rewrites", test_merge_quick_rewrites);
   ADD ("/dkv/change-events", test_change_events);
   ADD ("/dkv/ephemeral", test_ephemeral);
   ADD ("/dkv/delete-after-unconfirmed-set", test_delete_after_unconfirmed_set);
