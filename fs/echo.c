@@ -343,10 +343,17 @@ int
 conatfs_echo_unlink_result (ConatfsFs *fs, fuse_ino_t parent, const char *file_name)
 {
   g_autoptr (ConatfsInode) dir = conatfs_inode_get (fs, parent);
+  gboolean shown;
 
-  if (dir == NULL || shows_file (fs, dir, file_name))
+  if (dir == NULL)
     return ENOENT;
-  conatfs_inode_unlink (fs, dir, file_name);
+  g_mutex_lock (&fs->names_lock);
+  shown = shows_file (fs, dir, file_name);
+  if (!shown)
+    conatfs_inode_unlink (fs, dir, file_name);
+  g_mutex_unlock (&fs->names_lock);
+  if (shown)
+    return ENOENT;
   conatfs_echo_name_event (fs, parent, file_name, TRUE);
   return 0;
 }

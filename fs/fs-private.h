@@ -125,6 +125,14 @@ struct _ConatfsFs {
   ConatfsEcho *echo;            /* immutable while mounted (echo.c) */
   gsize channel_window;         /* immutable: bytes of recent lines kept per channel */
 
+  /* Serializes what binds a file name to a value: a commit (its inode
+   * still linked, then the set), unlink and rename.  Without it, the
+   * commit of a RELEASE, which the kernel sends after close() returned,
+   * could find the inode linked, let an unlink that came after the close
+   * run, and set the value again.  Taken before lock; a commit holds its
+   * handle's lock first. */
+  GMutex names_lock;
+
   GMutex lock;
   /* guarded by lock: */
   GHashTable *by_ino;           /* fuse_ino_t -> ConatfsInode* (reference) */

@@ -238,6 +238,7 @@ fs_new (ConatClient *client, const char *mountpoint, const ConatfsOptions *optio
   fs->uid = getuid ();
   fs->gid = getgid ();
   clock_gettime (CLOCK_REALTIME, &fs->start_time);
+  g_mutex_init (&fs->names_lock);
   g_mutex_init (&fs->lock);
   fs->by_ino = g_hash_table_new_full (g_int64_hash, g_int64_equal, NULL,
                                       (GDestroyNotify) conatfs_inode_unref);
@@ -271,6 +272,7 @@ fs_free (ConatfsFs *fs)
   conatfs_inode_table_free (fs);
   g_hash_table_unref (fs->stores);
   g_hash_table_unref (fs->handles);
+  g_mutex_clear (&fs->names_lock);
   g_mutex_clear (&fs->lock);
   g_strfreev (fs->local_patterns);
   g_free (fs->mountpoint);

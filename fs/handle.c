@@ -200,18 +200,22 @@ handle_commit_locked (ConatfsFs *fs, ConatfsHandle *handle)
 
   if (!handle->dirty)
     return 0;
+  g_mutex_lock (&fs->names_lock);
   err = conatfs_target_of_inode (fs, handle->inode, &target);
-  if (err == ENOENT) /* unlinked (or its store removed) while open: nothing to keep */
+  if (err == 0)
     {
-      handle->dirty = FALSE;
+      value = g_byte_array_free_to_bytes (g_steal_pointer (&handle->buffer));
+      err = conatfs_target_set (fs, &target, value);
+    }
+  g_mutex_unlock (&fs->names_lock);
+  if (value == NULL) /* no target */
+    {
+      if (err != ENOENT)
+        return err;
+      handle->dirty = FALSE; /* unlinked (or its store removed) while open: nothing to keep */
       conatfs_inode_changed (fs, handle->inode, -1);
       return 0;
     }
-  if (err != 0)
-    return err;
-
-  value = g_byte_array_free_to_bytes (g_steal_pointer (&handle->buffer));
-  err = conatfs_target_set (fs, &target, value);
   if (err != 0)
     {
       handle->buffer = g_bytes_unref_to_array (g_steal_pointer (&value));

@@ -529,6 +529,7 @@ conatfs_op_unlink (fuse_req_t req, fuse_ino_t parent, const char *name)
   dir = store_dir (fs, parent, &err);
   if (dir == NULL)
     return conatfs_reply_err (req, "unlink", err == EPERM ? ENOENT : err);
+  g_mutex_lock (&fs->names_lock); /* no commit sets it again in between */
   err = conatfs_target_of_name (fs, dir, name, FALSE, &target);
   if (err == 0)
     err = conatfs_target_delete (fs, &target);
@@ -536,6 +537,7 @@ conatfs_op_unlink (fuse_req_t req, fuse_ino_t parent, const char *name)
     err = 0;
   if (err == 0)
     conatfs_inode_unlink (fs, dir, name);
+  g_mutex_unlock (&fs->names_lock);
   if (err == 0)
     conatfs_echo_name_event (fs, parent, name, TRUE);
   conatfs_reply_err (req, "unlink", err);
@@ -603,7 +605,9 @@ conatfs_op_rename (fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino
     err = EPERM; /* a subscription, not data to move (nor to copy: no EXDEV) */
   else if (kind == CONATFS_INODE_STORE && new_kind == CONATFS_INODE_STORE)
     {
+      g_mutex_lock (&fs->names_lock);
       err = rename_file (fs, dir, name, new_dir, new_name, flags);
+      g_mutex_unlock (&fs->names_lock);
       if (err == 0) /* IN_MOVED_FROM, IN_MOVED_TO */
         {
           conatfs_echo_name_event (fs, parent, name, TRUE);

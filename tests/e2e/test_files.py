@@ -60,6 +60,19 @@ def test_rm(store):
     assert os.listdir(store) == []
 
 
+def test_close_then_rm_leaves_nothing(store):
+    """A file made and closed without a write is saved by the RELEASE the
+    kernel sends after close() returned; an rm right after must still win,
+    for keys (vim makes and removes .FILE.swpx so) and for editors' local
+    files alike."""
+    for i in range(400):
+        for name in (f"k{i}", f".k{i}.swp"):
+            path = os.path.join(store, name)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL))
+            os.unlink(path)
+    assert os.listdir(store) == []
+
+
 def test_mv_in_one_store(store):
     write(f"{store}/a", "va")
     write(f"{store}/b", "old")
