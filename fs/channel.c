@@ -179,7 +179,7 @@ on_message (ConatPubsub *ps, GBytes *message, gpointer user_data)
   gsize len;
   const guint8 *data = g_bytes_get_data (message, &len);
   Line line = { .bytes = conatfs_channel_line_new (data, len) };
-  g_autoptr (GPtrArray) polls = g_ptr_array_new ();
+  g_autoptr (GPtrArray) polls = NULL; /* made only when a poll() waits */
   fuse_ino_t ino, dir_ino;
 
   g_mutex_lock (&ch->lock);
@@ -194,12 +194,15 @@ on_message (ConatPubsub *ps, GBytes *message, gpointer user_data)
     {
       ConatfsChannelFile *file = ch->files->pdata[i];
 
-      if (file->ph != NULL)
-        g_ptr_array_add (polls, g_steal_pointer (&file->ph));
+      if (file->ph == NULL)
+        continue;
+      if (polls == NULL)
+        polls = g_ptr_array_new ();
+      g_ptr_array_add (polls, g_steal_pointer (&file->ph));
     }
   g_mutex_unlock (&ch->lock);
 
-  for (guint i = 0; i < polls->len; i++)
+  for (guint i = 0; polls != NULL && i < polls->len; i++)
     conatfs_notifier_poll (fs->notifier, polls->pdata[i]);
   if (ino == 0) /* a message before the lookup that subscribed has its inode */
     return;

@@ -6,6 +6,10 @@
  * (core threads) only queue a notice here; this thread, which holds no lock,
  * sends it.  A poll wake-up takes no inode lock, so it goes out at once from
  * the caller's thread (one hand-off less between a message and poll()).
+ * A channel file's attributes are invalidated ATTR_DELAY_US after its
+ * first message since the last time: the messages of that spell cost one
+ * notice, one wake-up of this thread and one syscall, not one each (tail
+ * -f looks once a second; poll() and inotify are told apart).
  * The inotify echo of remote changes (DESIGN §4) has a thread of
  * its own (echo.c), since its syscalls wait for FUSE workers.
  */
@@ -21,10 +25,13 @@ typedef enum {
   NOTICE_STOP,
 } NoticeKind;
 
+#define ATTR_DELAY_US 1000
+
 typedef struct {
   NoticeKind kind;
   fuse_ino_t ino;   /* the inode, or the parent of the entry */
   char *file_name;  /* NOTICE_INVAL_ENTRY */
+  gint64 due;       /* NOTICE_INVAL_ATTR: monotonic time to send it */
 } Notice;
 
 struct _ConatfsNotifier {
@@ -60,28 +67,56 @@ notice_send (struct fuse_session *session, const Notice *notice)
              strerrorname_np (-res));
 }
 
+/* Sends the attribute notices of DELAYED that are due (all if ALL). */
+static void
+send_due (ConatfsNotifier *notifier, GQueue *delayed, gboolean all)
+{
+  Notice *notice;
+
+  while ((notice = g_queue_peek_head (delayed)) != NULL
+         && (all || notice->due <= g_get_monotonic_time ()))
+    {
+      g_queue_pop_head (delayed);
+      g_async_queue_lock (notifier->queue);
+      g_hash_table_remove (notifier->attr_pending, GSIZE_TO_POINTER (notice->ino));
+      g_async_queue_unlock (notifier->queue);
+      notice_send (notifier->session, notice);
+      notice_free (notice);
+    }
+}
+
 static gpointer
 notifier_thread (gpointer data)
 {
   ConatfsNotifier *notifier = data;
+  GQueue delayed = G_QUEUE_INIT; /* NOTICE_INVAL_ATTR, by due (FIFO) */
 
   for (;;)
     {
-      Notice *notice = g_async_queue_pop (notifier->queue);
-      gboolean stop = notice->kind == NOTICE_STOP;
+      Notice *notice, *next;
 
+      send_due (notifier, &delayed, FALSE);
+      next = g_queue_peek_head (&delayed);
+      if (next == NULL)
+        notice = g_async_queue_pop (notifier->queue);
+      else
+        notice = g_async_queue_timeout_pop (notifier->queue,
+                                            MAX (next->due - g_get_monotonic_time (), 1));
+      if (notice == NULL)
+        continue;
       if (notice->kind == NOTICE_INVAL_ATTR)
         {
-          g_async_queue_lock (notifier->queue);
-          g_hash_table_remove (notifier->attr_pending, GSIZE_TO_POINTER (notice->ino));
-          g_async_queue_unlock (notifier->queue);
+          g_queue_push_tail (&delayed, notice);
+          continue;
         }
-
-      if (!stop)
-        notice_send (notifier->session, notice);
+      if (notice->kind == NOTICE_STOP)
+        {
+          send_due (notifier, &delayed, TRUE);
+          notice_free (notice);
+          return NULL;
+        }
+      notice_send (notifier->session, notice);
       notice_free (notice);
-      if (stop)
-        return NULL;
     }
 }
 
@@ -123,8 +158,9 @@ conatfs_notifier_inval_entry (ConatfsNotifier *notifier, fuse_ino_t parent,
     notifier_push (notifier, NOTICE_INVAL_ENTRY, parent, file_name);
 }
 
-/* The kernel drops its attributes of INO (not its pages): what `tail -f`
- * needs to see a channel file grow.  Nothing is added while one is queued. */
+/* The kernel drops its attributes of INO (not its pages), ATTR_DELAY_US
+ * from now: what `tail -f` needs to see a channel file grow.  Nothing is
+ * added while one is queued. */
 void
 conatfs_notifier_inval_attr (ConatfsNotifier *notifier, fuse_ino_t ino)
 {
@@ -138,6 +174,7 @@ conatfs_notifier_inval_attr (ConatfsNotifier *notifier, fuse_ino_t ino)
       notice = g_new0 (Notice, 1);
       notice->kind = NOTICE_INVAL_ATTR;
       notice->ino = ino;
+      notice->due = g_get_monotonic_time () + ATTR_DELAY_US;
       g_async_queue_push_unlocked (notifier->queue, notice);
     }
   g_async_queue_unlock (notifier->queue);
