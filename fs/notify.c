@@ -9,7 +9,8 @@
  * A channel file's attributes are invalidated ATTR_DELAY_US after its
  * first message since the last time: the messages of that spell cost one
  * notice, one wake-up of this thread and one syscall, not one each (tail
- * -f looks once a second; poll() and inotify are told apart).
+ * -f looks once a second; poll() wake-ups and inotify echoes do not wait
+ * for it).
  * The inotify echo of remote changes (DESIGN §4) has a thread of
  * its own (echo.c), since its syscalls wait for FUSE workers.
  */
