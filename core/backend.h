@@ -27,7 +27,9 @@ typedef struct _ConatBackendClass ConatBackendClass;
 typedef struct _ConatBackendStore ConatBackendStore;  /* defined by each backend */
 typedef struct _ConatBackendSub ConatBackendSub;      /* defined by each backend */
 
-/* One confirmed change of one key. */
+/* One confirmed change of one key.  A change with no key (and revision 0)
+ * says the store starts over: its bucket was made again and the changes
+ * that follow carry the new one's revisions, which may be lower. */
 typedef struct {
   const char *key;
   GBytes *value;     /* NULL: deleted */

@@ -327,7 +327,10 @@ on_change (const ConatChange *change, gpointer user_data)
   gboolean dirty;
 
   g_mutex_lock (&kv->lock);
-  if (kv->closed || (change->revision != 0 && change->revision <= kv->loaded_revision))
+  if (change->key == NULL) /* the backend starts over: revisions begin again */
+    kv->loaded_revision = 0;
+  if (change->key == NULL || kv->closed
+      || (change->revision != 0 && change->revision <= kv->loaded_revision))
     {
       g_mutex_unlock (&kv->lock);
       return;

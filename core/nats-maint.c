@@ -14,13 +14,14 @@
  * (re-created by us, for an ephemeral store after a reconnect or for any
  * store that is written to, or by someone else), the handle reports each of
  * the K keys it had as deleted, at revisions S+1 .. S+K (S = the highest
- * revision it knew), the bucket is moved on to sequence S+K+1 if it is still
- * empty (never backwards: a purge removes every message below its sequence,
- * and another client may have written to the new bucket already), and a new
- * watch starts after S+K.  So the revisions a handle reports only grow; a
- * client that writes to the new bucket before it was moved on keeps those
- * writes, but a handle that started after them misses them (a documented
- * gap).  After a disconnect the watches of ephemeral handles deliver nothing
+ * revision it knew).  If the handle made the new bucket itself, it moves
+ * it on to sequence S+K+1 while it is still empty, and a new watch starts
+ * after S+K: revisions keep growing.  A bucket someone else made is never
+ * purged (a purge removes every message below its sequence, and a write
+ * confirmed between the check for emptiness and the purge would be lost);
+ * unless it is past S+K already, the handle starts over: it reports a
+ * change with no key (the DKV then takes lower revisions again), and a new
+ * watch replays the new bucket from its first message.  After a disconnect the watches of ephemeral handles deliver nothing
  * until that check ran (nats_stores_disconnected): libnats resumes them on
  * whatever bucket has the name, maybe one re-created by another client.
  *
@@ -295,7 +296,7 @@ store_reset (ConatBackendStore *st, jsStreamInfo *si)
   NatsBackend *be = st->d.be;
   jsStreamInfo *fresh = NULL;
   natsSubscription *old;
-  gboolean ephemeral, ok = FALSE;
+  gboolean ephemeral, made = FALSE, moved_on, ok = FALSE;
   guint64 next;
 
   if (si != NULL && store_follows_new_bucket (st, si))
@@ -310,9 +311,9 @@ store_reset (ConatBackendStore *st, jsStreamInfo *si)
   if (old)
     natsSubscription_Destroy (old);
 
-  if (si == NULL && nats_bucket_ensure (be, st->bucket, ephemeral, TRUE, &fresh, NULL, NULL))
+  if (si == NULL && nats_bucket_ensure (be, st->bucket, ephemeral, TRUE, &fresh, &made, NULL))
     si = fresh;
-  if (si != NULL && si->State.Msgs == 0 && si->State.LastSeq < next)
+  if (made && si->State.Msgs == 0 && si->State.LastSeq < next)
     {
       nats_bucket_skip_to (be, st->bucket, next);
       g_clear_pointer (&fresh, jsStreamInfo_Destroy);
@@ -320,12 +321,21 @@ store_reset (ConatBackendStore *st, jsStreamInfo *si)
     }
   if (si != NULL)
     {
-      g_message ("NATS bucket %s is new; reloading it", st->bucket);
+      moved_on = si->State.LastSeq + 1 >= next
+                 && (si->State.Msgs == 0 || si->State.FirstSeq >= next);
+      g_message ("NATS bucket %s is new; reloading it%s", st->bucket,
+                 moved_on ? "" : " from its first revision");
       g_mutex_lock (&st->d.mu);
       store_forget_keys_locked (st, G_MAXINT64, TRUE);
       store_adopt_locked (st, si);
+      if (!moved_on)
+        {
+          dispatch_push_locked (&st->d, g_new0 (NatsChange, 1)); /* no key: start over */
+          st->last_seq = 0;
+        }
       g_mutex_unlock (&st->d.mu);
-      ok = nats_store_subscribe (st, js_DeliverByStartSequence, next, NULL);
+      ok = moved_on ? nats_store_subscribe (st, js_DeliverByStartSequence, next, NULL)
+                    : nats_store_subscribe (st, js_DeliverAll, 0, NULL);
     }
   g_clear_pointer (&fresh, jsStreamInfo_Destroy);
   g_mutex_lock (&st->d.mu);

@@ -77,6 +77,36 @@ def test_key_written_on_a_is_read_on_b(pair):
     assert sorted(os.listdir(db)) == ["empty", "theme"]
 
 
+def test_store_removed_on_b_and_made_again_on_a(pair):
+    """A keeps the store open while B removes it; A makes it again and
+    writes at once, often before its open handle has caught up with the new
+    bucket; B writes too.  Both mounts show both keys: a handle must not
+    skip the new bucket's first revisions because the old bucket had gone
+    further (unit test /nats/bucket-made-again-elsewhere forces that case)."""
+    a, b, da, db = pair
+    for i in range(30):  # the old bucket goes on to revision 60
+        write(f"{da}/k{i}", "v")
+        os.unlink(f"{da}/k{i}")
+    wait_until(lambda: saved(a) and os.listdir(db) == [], what="the old bucket to settle")
+    os.rmdir(db)
+
+    def made_on_a():
+        try:
+            os.mkdir(da)
+            return True
+        except FileExistsError:  # a still shows the old one
+            return False
+
+    wait_until(made_on_a, what="mkdir on a")
+    write(f"{da}/from-a", "a")
+    wait_until(lambda: os.path.isdir(db), what="the new store on b")
+    write(f"{db}/from-b", "b")
+    for d in (da, db):
+        wait_until(lambda: sorted(os.listdir(d)) == ["from-a", "from-b"],
+                   what=f"both keys in {d}")
+    assert read(f"{da}/from-b") == "b" and read(f"{db}/from-a") == "a"
+
+
 def test_store_made_on_a_is_listed_on_b(pair):
     a, b, da, db = pair
     os.makedirs(os.path.join(a.path, "scope 2", "odd @store%25"))
