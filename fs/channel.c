@@ -19,10 +19,10 @@
  * there when the file reads on, even if the line left the window meanwhile.
  * No reader sees a torn line.
  *
- * Following.  After each append the notifier thread invalidates the file's
- * attributes (GNU tail -f polls fstat on FUSE and reads st_size - pos bytes;
- * one queued invalidation covers a burst) and wakes the poll()s of its open
- * files; the inotify echo raises IN_MODIFY (paced in a stream).  The attribute timeout of channel files is 0 as well: the
+ * Following.  Within a millisecond of an append the notifier thread
+ * invalidates the file's attributes (GNU tail -f polls fstat on FUSE and
+ * reads st_size - pos bytes; one invalidation covers the appends of that
+ * millisecond), and the poll()s of its open files are woken at once; the inotify echo raises IN_MODIFY (paced in a stream).  The attribute timeout of channel files is 0 as well: the
  * invalidation is queued, and an fstat that overtakes it must not see an
  * old size; a getattr costs one mutex here.  poll() reports POLLIN while
  * the channel holds bytes past where the open file's last read ended
