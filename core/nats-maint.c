@@ -21,9 +21,10 @@
  * confirmed between the check for emptiness and the purge would be lost);
  * unless it is past S+K already, the handle starts over: it reports a
  * change with no key (the DKV then takes lower revisions again), and a new
- * watch replays the new bucket from its first message.  After a disconnect the watches of ephemeral handles deliver nothing
- * until that check ran (nats_stores_disconnected): libnats resumes them on
- * whatever bucket has the name, maybe one re-created by another client.
+ * watch replays the new bucket from its first message.  After a disconnect
+ * the watches of ephemeral handles deliver nothing until that check ran
+ * (nats_stores_disconnected): libnats resumes them on whatever bucket has
+ * the name, maybe one re-created by another client.
  *
  * Old values.  The server drops the messages of a bucket with MaxAge
  * without a delete marker, so the watch never hears of it: the maintenance

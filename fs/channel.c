@@ -22,16 +22,19 @@
  * Following.  Within a millisecond of an append the notifier thread
  * invalidates the file's attributes (GNU tail -f polls fstat on FUSE and
  * reads st_size - pos bytes; one invalidation covers the appends of that
- * millisecond), and the poll()s of its open files are woken at once; the inotify echo raises IN_MODIFY (paced in a stream).  The attribute timeout of channel files is 0 as well: the
- * invalidation is queued, and an fstat that overtakes it must not see an
- * old size; a getattr costs one mutex here.  poll() reports POLLIN while
+ * millisecond), and the poll()s of its open files are woken at once; the
+ * inotify echo raises IN_MODIFY (paced in a stream).  The attribute timeout
+ * of channel files is 0 as well: the invalidation is queued, and an fstat
+ * that overtakes it must not see an old size; a getattr costs one mutex
+ * here.  poll() reports POLLIN while
  * the channel holds bytes past where the open file's last read ended
  * (before its first read: past the size at open).  Reads are direct I/O:
  * no page cache, and the kernel does not cut reads at a stale size.
  *
  * Writes.  Each line written is published as one message, as it is: no
- * unescaping; the lines of one write() are handed to the backend together.  A partial line waits in its open file until its newline or
- * a flush (every close()).  Write offsets are ignored: everything appends,
+ * unescaping; the lines of one write() are handed to the backend
+ * together.  A partial line waits in its open file until its newline or a
+ * flush (every close()).  Write offsets are ignored: everything appends,
  * through the channel, and truncation is ignored.  A line over the
  * backend's message limit is EFBIG: nothing of that write is published,
  * and the line is dropped: the writes that continue it, up to its newline
