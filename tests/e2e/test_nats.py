@@ -82,7 +82,8 @@ def test_store_removed_on_b_and_made_again_on_a(pair):
     writes at once, often before its open handle has caught up with the new
     bucket; B writes too.  Both mounts show both keys: a handle must not
     skip the new bucket's first revisions because the old bucket had gone
-    further (unit test /nats/bucket-made-again-elsewhere forces that case)."""
+    further (unit test /nats/bucket-made-again-elsewhere reaches that case
+    reliably)."""
     a, b, da, db = pair
     for i in range(30):  # the old bucket goes on to revision 60
         write(f"{da}/k{i}", "v")
