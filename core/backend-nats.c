@@ -5,14 +5,25 @@
  * nats-put.c; channel publishes: nats-publish.c.
  *
  * Threads.  libnats delivers every subscription on its shared delivery pool
- * (natsOptions_UseGlobalMessageDelivery).  Those threads only do bookkeeping
- * (decode, update a handle, queue); they never run user code, so a callback
- * that blocks cannot hold up the acks or loads another call waits for.  User
+ * (natsOptions_UseGlobalMessageDelivery).  Those threads do bookkeeping
+ * (decode, update a handle, queue) and run no user code, so a callback that
+ * blocks cannot hold up the acks or loads another call waits for.  User
  * callbacks run on our dispatch pool: each store handle and each channel is
- * a Dispatch whose queue at most one pool thread drains at a time, so its
- * callbacks are serialized and in order.  The thread count does not grow
- * with open stores: libnats' pool (4), ours (8), one maintenance thread and
- * libnats' reader, flusher and timer threads.
+ * a Dispatch whose queue at most one thread drains at a time, so its
+ * callbacks are serialized and in order.  The one exception: a client whose
+ * callbacks are quick (conat_client_set_quick_callbacks) has a change or
+ * message delivered on the libnats thread that received it when its
+ * Dispatch has nothing queued or running and no message of the
+ * subscription waits behind it (dispatch_push_or_claim_locked): a lone
+ * change skips the hand-off to the pool (about 25 µs of the latency here),
+ * while a burst still goes through the pool, where its parsing and its
+ * callbacks run on two threads at once (a channel carries about 15% more
+ * messages/s that way than all on one).  Once something is queued, what
+ * follows queues behind it, in order.  A slow callback would hold up the
+ * other subscriptions of its libnats thread, acks included: hence "quick".
+ * The thread count does not grow with open stores: libnats' pool (4), ours
+ * (8), one maintenance thread and libnats' reader, flusher and timer
+ * threads.
  */
 #define G_LOG_DOMAIN "conat-nats"
 
@@ -158,6 +169,57 @@ dispatch_push_locked (Dispatch *d, gpointer item)
   dispatch_schedule_locked (d);
 }
 
+/* With d->mu held: the thread that ran D's callbacks is done; the pool takes
+ * what was queued meanwhile. */
+static void
+dispatch_done_locked (Dispatch *d)
+{
+  d->running = NULL;
+  d->scheduled = FALSE;
+  dispatch_schedule_locked (d);
+  g_cond_broadcast (&d->cond);
+}
+
+/* In a message callback of SUB: whether more of its messages wait behind
+ * this one (a burst). */
+gboolean
+nats_sub_has_more (natsSubscription *sub)
+{
+  int msgs = 0;
+
+  return natsSubscription_GetPending (sub, &msgs, NULL) == NATS_OK && msgs > 0;
+}
+
+/* With d->mu held, on the libnats thread that received ITEM: TRUE if that
+ * thread is to deliver ITEM itself, with dispatch_run_claimed once it has
+ * let go of d->mu (quick callbacks, nothing of D queued or running, and
+ * not MORE: no messages waiting behind this one); else ITEM is queued for
+ * the pool. */
+gboolean
+dispatch_push_or_claim_locked (Dispatch *d, gpointer item, gboolean more)
+{
+  if (more || !g_atomic_int_get (&d->be->parent.quick_callbacks) || !d->started || d->scheduled
+      || d->closing || !g_queue_is_empty (&d->items))
+    {
+      dispatch_push_locked (d, item);
+      return FALSE;
+    }
+  d->scheduled = TRUE;  /* the pool stays away; what comes meanwhile queues */
+  d->running = g_thread_self ();
+  return TRUE;
+}
+
+/* Delivers ITEM, claimed by dispatch_push_or_claim_locked, without d->mu. */
+void
+dispatch_run_claimed (Dispatch *d, gpointer item)
+{
+  d->klass->deliver (d, item);
+  d->klass->free_item (item);
+  g_mutex_lock (&d->mu);
+  dispatch_done_locked (d);
+  g_mutex_unlock (&d->mu);
+}
+
 void
 dispatch_start (Dispatch *d)
 {
@@ -185,10 +247,7 @@ dispatch_run (gpointer data, gpointer pool_data)
       d->klass->free_item (item);
       g_mutex_lock (&d->mu);
     }
-  d->running = NULL;
-  d->scheduled = FALSE;
-  dispatch_schedule_locked (d);
-  g_cond_broadcast (&d->cond);
+  dispatch_done_locked (d);
   g_mutex_unlock (&d->mu);
   dispatch_unref (d);
 }
@@ -276,14 +335,17 @@ sub_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *clos
 {
   ConatBackendSub *sub = closure;
   GBytes *bytes = g_bytes_new (natsMsg_GetData (msg), natsMsg_GetDataLength (msg));
+  gboolean more = nats_sub_has_more (nsub), claimed = FALSE;
 
   natsMsg_Destroy (msg);
   g_mutex_lock (&sub->d.mu);
   if (!sub->d.closing)
-    dispatch_push_locked (&sub->d, g_steal_pointer (&bytes));
+    claimed = dispatch_push_or_claim_locked (&sub->d, bytes, more);
+  else
+    g_clear_pointer (&bytes, g_bytes_unref);
   g_mutex_unlock (&sub->d.mu);
-  if (bytes)
-    g_bytes_unref (bytes);
+  if (claimed)
+    dispatch_run_claimed (&sub->d, bytes);
 }
 
 /* On libnats' delivery pool: queues the channel of a message on the scope,

@@ -12,7 +12,9 @@
  * Threads.  Every function may be called from any thread.  Callbacks run on
  * threads owned by the backend, never inside a call made by the caller and
  * never with a backend lock held that a backend function needs; the calls of
- * one store handle's on_change are serialized and in revision order.
+ * one store handle's on_change are serialized and in revision order.  With
+ * quick_callbacks set, they may run on the thread that received the change
+ * or message (see conat_client_set_quick_callbacks).
  */
 #pragma once
 
@@ -139,6 +141,9 @@ struct _ConatBackendClass {
 
 struct _ConatBackend {
   const ConatBackendClass *klass;
+  /* atomic: callbacks are quick (conat_client_set_quick_callbacks); a
+   * backend may then run them on its own delivery threads */
+  gint quick_callbacks;
 };
 
 ConatBackend *conat_backend_embedded_new (const char *data_dir, GError **error);

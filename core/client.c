@@ -46,6 +46,12 @@ conat_client_new_nats (const ConatNatsOptions *opts, GError **error)
   return backend ? client_new (backend) : NULL;
 }
 
+void
+conat_client_set_quick_callbacks (ConatClient *client, gboolean quick)
+{
+  g_atomic_int_set (&client->backend->quick_callbacks, quick);
+}
+
 ConatClient *
 conat_client_ref (ConatClient *client)
 {

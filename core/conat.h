@@ -76,6 +76,19 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (ConatClient, conat_client_unref)
 /* "embedded" or "nats". */
 const char *conat_client_backend_name (ConatClient *client);
 
+/* A promise about every callback of CLIENT (change events, merges,
+ * messages, channels seen): it returns quickly and calls nothing that waits
+ * for the backend (opening, closing or saving a store, a namespace or
+ * store-options call, a subscribe); get, set, delete and publish are fine.
+ * The backend may then run a callback on the thread that received the
+ * change or message when nothing of that store or channel is queued,
+ * running or arriving right behind it: on NATS one thread hand-off less
+ * for a lone change or message (tens of microseconds; bursts still go
+ * through the core's threads).  Order and "no callback after close" hold
+ * as before.
+ * Call it before opening stores and channels. */
+void conat_client_set_quick_callbacks (ConatClient *client, gboolean quick);
+
 /* Namespace.  Arrays hold char* names, freed with the array. */
 GPtrArray *conat_client_list_scopes (ConatClient *client, GError **error);
 gboolean conat_client_create_scope (ConatClient *client, const char *scope, GError **error);

@@ -34,7 +34,7 @@ struct _Dispatch {
   gboolean started;   /* FALSE while store_open loads */
   gboolean scheduled; /* pushed to the pool or running */
   gboolean closing;
-  GThread *running;   /* the pool thread inside deliver, or NULL */
+  GThread *running;   /* the thread inside deliver, or NULL */
 };
 
 struct _NatsBackend {
@@ -161,6 +161,9 @@ void dispatch_init (Dispatch *d, const DispatchClass *klass, NatsBackend *be);
 Dispatch *dispatch_ref (Dispatch *d);
 void dispatch_unref (Dispatch *d);
 void dispatch_push_locked (Dispatch *d, gpointer item);
+gboolean dispatch_push_or_claim_locked (Dispatch *d, gpointer item, gboolean more);
+gboolean nats_sub_has_more (natsSubscription *sub);
+void dispatch_run_claimed (Dispatch *d, gpointer item);
 void dispatch_start (Dispatch *d);
 void dispatch_close (Dispatch *d);
 

@@ -174,7 +174,8 @@ watch_heartbeat (natsMsg *msg, guint64 *last_dseq)
   return TRUE;
 }
 
-/* On a libnats delivery thread: bookkeeping only. */
+/* On a libnats delivery thread: bookkeeping, and the callback itself if
+ * the client's callbacks are quick and none is queued or running. */
 static void
 store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
@@ -183,7 +184,8 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
   guint64 seq = 0, dseq = 0, sent_before = G_MAXUINT64;
   gboolean heartbeat = watch_heartbeat (msg, &sent_before);
   NatsChange *c = heartbeat ? NULL : change_from_msg (st, msg, &seq, &dseq);
-  gboolean broke = FALSE;
+  NatsChange *claimed = NULL;
+  gboolean more = nats_sub_has_more (sub), broke = FALSE;
 
   natsMsg_Destroy (msg);
   if (seq > 0)
@@ -224,10 +226,14 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
               g_cond_broadcast (&st->d.cond);
             }
         }
-      else if (c)
-        dispatch_push_locked (&st->d, g_steal_pointer (&c));
+      else if (c && dispatch_push_or_claim_locked (&st->d, c, more))
+        claimed = g_steal_pointer (&c);
+      else
+        c = NULL;  /* queued */
     }
   g_mutex_unlock (&st->d.mu);
+  if (claimed)
+    dispatch_run_claimed (&st->d, claimed);
   if (c)
     change_free (c);
   if (broke)  /* a check that never re-creates the bucket */

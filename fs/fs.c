@@ -232,6 +232,10 @@ fs_new (ConatClient *client, const char *mountpoint, const ConatfsOptions *optio
   ConatfsInode *root, *status_dir;
 
   fs->client = conat_client_ref (client);
+  /* Every callback here only takes short locks and queues work for the
+   * notifier and echo threads: let the backend run them where changes and
+   * messages arrive. */
+  conat_client_set_quick_callbacks (client, TRUE);
   fs->mountpoint = g_strdup (mountpoint);
   fs->local_patterns = g_strdupv (options->local_patterns ? options->local_patterns
                                   : (char **) conatfs_default_local_patterns);

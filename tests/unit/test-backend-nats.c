@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <nats/nats.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -1416,6 +1417,208 @@ test_many_stores (Fixture *fx, gconstpointer data)
   backend_free (b);
 }
 
+/* ----------------------------------------------------- quick callbacks */
+
+typedef struct {
+  GMutex mu;
+  GCond cond;
+  guint count;         /* changes or messages, numbered 0, 1, ... in order */
+  gboolean out_of_order;
+  gboolean closed;     /* set once store_close or unsubscribe returned */
+  gboolean after_close;
+  guint on_pool;       /* calls on our dispatch pool's threads */
+  guint elsewhere;     /* calls on the thread that received them */
+} Quick;
+
+/* Counts where the call runs and checks the number N in its order. */
+static void
+quick_note (Quick *q, guint n)
+{
+  char name[16] = "";
+
+  pthread_getname_np (pthread_self (), name, sizeof name);
+  g_mutex_lock (&q->mu);
+  if (q->closed)
+    q->after_close = TRUE;
+  if (n != q->count)
+    q->out_of_order = TRUE;
+  q->count++;
+  if (g_str_has_prefix (name, "pool"))
+    q->on_pool++;
+  else
+    q->elsewhere++;
+  g_cond_broadcast (&q->cond);
+  g_mutex_unlock (&q->mu);
+}
+
+static void
+quick_on_change (const ConatChange *c, gpointer data)
+{
+  if (c->key != NULL)
+    quick_note (data, (guint) g_ascii_strtoull (c->key, NULL, 10));
+}
+
+static void
+quick_on_message (GBytes *message, gpointer data)
+{
+  g_autofree char *text = g_strndup (g_bytes_get_data (message, NULL), g_bytes_get_size (message));
+
+  quick_note (data, (guint) g_ascii_strtoull (text, NULL, 10));
+}
+
+static void
+quick_wait (Quick *q, guint count)
+{
+  gint64 deadline = g_get_monotonic_time () + WAIT_MS * 1000;
+
+  g_mutex_lock (&q->mu);
+  while (q->count < count && g_cond_wait_until (&q->cond, &q->mu, deadline))
+    ;
+  g_assert_cmpuint (q->count, ==, count);
+  g_assert_false (q->out_of_order);
+  g_mutex_unlock (&q->mu);
+}
+
+static void
+quick_closed (Quick *q)
+{
+  g_mutex_lock (&q->mu);
+  q->closed = TRUE;
+  g_mutex_unlock (&q->mu);
+}
+
+typedef struct {
+  ConatBackend *be;
+  ConatBackendStore *st;
+  ConatBackendSub *sub;
+  Quick changes, messages;
+} QuickReader;
+
+static void
+quick_reader_open (QuickReader *r, Fixture *fx, gboolean quick)
+{
+  g_autoptr (GError) error = NULL;
+  guint64 rev = 0;
+
+  g_mutex_init (&r->changes.mu);
+  g_cond_init (&r->changes.cond);
+  g_mutex_init (&r->messages.mu);
+  g_cond_init (&r->messages.cond);
+  r->be = backend_new (fx);
+  g_atomic_int_set (&r->be->quick_callbacks, quick);
+  r->st = r->be->klass->store_open (r->be, "p", "quick", FALSE, on_load, quick_on_change, NULL,
+                                    &r->changes, &rev, &error);
+  g_assert_no_error (error);
+  r->sub = r->be->klass->subscribe (r->be, "p", NULL, "quick", quick_on_message, &r->messages,
+                                    &error);
+  g_assert_no_error (error);
+}
+
+/* A client whose callbacks are quick gets a change or message on the thread
+ * that received it (one hand-off less) when none waits behind it, and a
+ * burst through its dispatch pool; another client always through the pool;
+ * all in order, and none after the close returned, even in a stream of
+ * writes. */
+static void
+test_quick_callbacks (Fixture *fx, gconstpointer data)
+{
+  enum { ALONE = 50, N = 650, BATCH = 100 };
+  ConatBackend *a = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = bytes ("v");
+  QuickReader quick = { 0 }, slow = { 0 };
+  ConatBackendStore *sa;
+  Recorder ra;
+
+  recorder_init (&ra);
+  sa = store_open (a, "p", "quick", FALSE, &ra, NULL);
+  quick_reader_open (&quick, fx, TRUE);
+  quick_reader_open (&slow, fx, FALSE);
+
+  /* One at a time: each on the thread that received it.  (A store's
+   * heartbeat may happen to wait behind one change.) */
+  for (guint i = 0; i < ALONE; i++)
+    {
+      g_autofree char *key = g_strdup_printf ("%u", i);
+      g_autoptr (GBytes) m = bytes (key);
+
+      put_one (a, sa, key, v, 1, i + 1);
+      g_assert_true (a->klass->publish (a, "p", NULL, "quick", m, &error));
+      quick_wait (&quick.changes, i + 1);
+      quick_wait (&quick.messages, i + 1);
+    }
+  g_assert_cmpuint (quick.changes.elsewhere, >=, ALONE - 1);
+  g_assert_cmpuint (quick.messages.elsewhere, ==, ALONE);
+
+  /* Bursts. */
+  for (guint i = ALONE; i < N; i += BATCH)
+    {
+      char keys[BATCH][16];
+      ConatPut puts[BATCH];
+
+      for (guint j = 0; j < BATCH; j++)
+        {
+          g_autoptr (GBytes) m = NULL;
+
+          g_snprintf (keys[j], sizeof keys[j], "%u", i + j);
+          put_init (&puts[j], keys[j], v, 1, i + j + 1);
+          m = bytes (keys[j]);
+          g_assert_true (a->klass->publish (a, "p", NULL, "quick", m, &error));
+        }
+      g_assert_true (a->klass->put_many (sa, puts, BATCH, &error));
+      g_assert_no_error (error);
+      puts_clear (puts, BATCH);
+    }
+  for (QuickReader *r = &quick; r != NULL; r = r == &quick ? &slow : NULL)
+    {
+      quick_wait (&r->changes, N);
+      quick_wait (&r->messages, N);
+    }
+  g_test_message ("quick client: changes %u where received, %u on the pool; messages %u, %u",
+                  quick.changes.elsewhere, quick.changes.on_pool, quick.messages.elsewhere,
+                  quick.messages.on_pool);
+  g_assert_cmpuint (slow.changes.on_pool, ==, N);
+  g_assert_cmpuint (slow.messages.on_pool, ==, N);
+
+  /* Closing in a stream of writes: no call after the close returns. */
+  for (guint i = 0; i < 200; i++)
+    {
+      g_autofree char *key = g_strdup_printf ("%u", N + i);
+      g_autoptr (GBytes) m = bytes (key);
+
+      put_one (a, sa, key, v, 1, N + i + 1);
+      g_assert_true (a->klass->publish (a, "p", NULL, "quick", m, &error));
+      if (i == 100)
+        {
+          quick.be->klass->store_close (quick.st);
+          quick_closed (&quick.changes);
+          quick.be->klass->unsubscribe (quick.sub);
+          quick_closed (&quick.messages);
+        }
+    }
+  quick_wait (&slow.changes, N + 200);  /* so B had its chance to get them too */
+  quick_wait (&slow.messages, N + 200);
+  g_assert_false (quick.changes.after_close);
+  g_assert_false (quick.messages.after_close);
+  g_assert_false (quick.changes.out_of_order);
+  g_assert_false (quick.messages.out_of_order);
+
+  slow.be->klass->store_close (slow.st);
+  slow.be->klass->unsubscribe (slow.sub);
+  backend_free (quick.be);
+  backend_free (slow.be);
+  for (QuickReader *r = &quick; r != NULL; r = r == &quick ? &slow : NULL)
+    {
+      g_mutex_clear (&r->changes.mu);
+      g_cond_clear (&r->changes.cond);
+      g_mutex_clear (&r->messages.mu);
+      g_cond_clear (&r->messages.cond);
+    }
+  a->klass->store_close (sa);
+  recorder_clear (&ra);
+  backend_free (a);
+}
+
 /* --------------------------------------------------------------- restart */
 
 static void
@@ -1924,6 +2127,7 @@ main (int argc, char **argv)
   ADD ("/nats/pubsub-batches", test_pubsub_batches, NULL);
   ADD ("/nats/watch-scope", test_watch_scope, NULL);
   ADD ("/nats/many-stores", test_many_stores, NULL);
+  ADD ("/nats/quick-callbacks", test_quick_callbacks, NULL);
   ADD ("/nats/restart", test_restart, NULL);
   ADD ("/nats/credentials", test_credentials, auth_config);
   ADD ("/nats/token", test_token, token_config);
