@@ -1202,8 +1202,8 @@ test_pubsub (Fixture *fx, gconstpointer data)
 }
 
 /* Batches go out on a connection of their own: single messages and
- * batches, mixed, still arrive as published, in order, at another backend
- * and at the sender's own subscription. */
+ * batches, mixed, still arrive as published, in order and once each, at
+ * another backend and at both of the sender's own subscriptions. */
 static void
 test_pubsub_batches (Fixture *fx, gconstpointer data)
 {
@@ -1211,12 +1211,15 @@ test_pubsub_batches (Fixture *fx, gconstpointer data)
   ConatBackend *b = backend_new (fx);
   g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) sent = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
-  ConatBackendSub *sa, *sb;
-  Inbox ia, ib;
+  g_autoptr (GBytes) marker = bytes ("from b");
+  ConatBackendSub *sa, *sa2, *sb;
+  Inbox ia, ia2, ib;
 
   inbox_init (&ia);
+  inbox_init (&ia2);
   inbox_init (&ib);
   sa = a->klass->subscribe (a, "p", NULL, "batch", on_message, &ia, &error);
+  sa2 = a->klass->subscribe (a, "p", NULL, "batch", on_message, &ia2, &error);
   sb = b->klass->subscribe (b, "p", NULL, "batch", on_message, &ib, &error);
   g_assert_no_error (error);
   for (guint round = 0; round < 6; round++)
@@ -1238,16 +1241,26 @@ test_pubsub_batches (Fixture *fx, gconstpointer data)
       g_assert_no_error (error);
     }
   inbox_wait (&ib, sent->len);
-  inbox_wait (&ia, sent->len);
+  /* A message of B's after them: A has all the server sent it before. */
+  g_assert_true (b->klass->publish (b, "p", NULL, "batch", marker, &error));
+  inbox_wait (&ia, sent->len + 1);
+  inbox_wait (&ia2, sent->len + 1);
+  inbox_wait (&ib, sent->len + 1);
   for (guint i = 0; i < sent->len; i++)
     {
       g_assert_true (g_bytes_equal (ib.messages->pdata[i], sent->pdata[i]));
       g_assert_true (g_bytes_equal (ia.messages->pdata[i], sent->pdata[i]));
+      g_assert_true (g_bytes_equal (ia2.messages->pdata[i], sent->pdata[i]));
     }
+  g_assert_true (g_bytes_equal (ia.messages->pdata[sent->len], marker));
   a->klass->unsubscribe (sa);
+  a->klass->unsubscribe (sa2);
   b->klass->unsubscribe (sb);
-  g_assert_cmpuint (ib.messages->len, ==, sent->len);
+  g_assert_cmpuint (ia.messages->len, ==, sent->len + 1);
+  g_assert_cmpuint (ia2.messages->len, ==, sent->len + 1);
+  g_assert_cmpuint (ib.messages->len, ==, sent->len + 1);
   inbox_clear (&ia);
+  inbox_clear (&ia2);
   inbox_clear (&ib);
   backend_free (a);
   backend_free (b);
