@@ -1960,6 +1960,7 @@ test_ephemeral_flip_elsewhere (Fixture *fx, gconstpointer data)
   g_assert_no_error (error);
   put_retrying (a, sa, "k", v);
   recorder_wait (&rb, 1);
+  recorder_wait (&ra, 1);  /* both handles follow the new bucket */
   g_assert_cmpstr (recorder_change (&rb, 0)->key, ==, "k");
 
   server_stop_signal (&fx->srv, SIGTERM);
