@@ -182,24 +182,24 @@ dispatch_done_locked (Dispatch *d)
 
 /* In a message callback of SUB: whether more of its messages wait behind
  * this one (a burst). */
-gboolean
-nats_sub_has_more (natsSubscription *sub)
+static gboolean
+sub_has_more (natsSubscription *sub)
 {
   int msgs = 0;
 
   return natsSubscription_GetPending (sub, &msgs, NULL) == NATS_OK && msgs > 0;
 }
 
-/* With d->mu held, on the libnats thread that received ITEM: TRUE if that
- * thread is to deliver ITEM itself, with dispatch_run_claimed once it has
- * let go of d->mu (quick callbacks, nothing of D queued or running, and
- * not MORE: no messages waiting behind this one); else ITEM is queued for
+/* With d->mu held, in a message callback of SUB that brought ITEM: TRUE if
+ * this thread is to deliver ITEM itself, with dispatch_run_claimed once it
+ * has let go of d->mu (quick callbacks, nothing of D queued or running,
+ * and no message of SUB waiting behind this one); else ITEM is queued for
  * the pool. */
 gboolean
-dispatch_push_or_claim_locked (Dispatch *d, gpointer item, gboolean more)
+dispatch_push_or_claim_locked (Dispatch *d, gpointer item, natsSubscription *sub)
 {
-  if (more || !g_atomic_int_get (&d->be->parent.quick_callbacks) || !d->started || d->scheduled
-      || d->closing || !g_queue_is_empty (&d->items))
+  if (!g_atomic_int_get (&d->be->parent.quick_callbacks) || !d->started || d->scheduled
+      || d->closing || !g_queue_is_empty (&d->items) || sub_has_more (sub))
     {
       dispatch_push_locked (d, item);
       return FALSE;
@@ -335,12 +335,12 @@ sub_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *clos
 {
   ConatBackendSub *sub = closure;
   GBytes *bytes = g_bytes_new (natsMsg_GetData (msg), natsMsg_GetDataLength (msg));
-  gboolean more = nats_sub_has_more (nsub), claimed = FALSE;
+  gboolean claimed = FALSE;
 
   natsMsg_Destroy (msg);
   g_mutex_lock (&sub->d.mu);
   if (!sub->d.closing)
-    claimed = dispatch_push_or_claim_locked (&sub->d, bytes, more);
+    claimed = dispatch_push_or_claim_locked (&sub->d, bytes, nsub);
   else
     g_clear_pointer (&bytes, g_bytes_unref);
   g_mutex_unlock (&sub->d.mu);

@@ -175,7 +175,8 @@ watch_heartbeat (natsMsg *msg, guint64 *last_dseq)
 }
 
 /* On a libnats delivery thread: bookkeeping, and the callback itself if
- * the client's callbacks are quick and none is queued or running. */
+ * the client's callbacks are quick and nothing else of the handle is
+ * queued, running or arriving (dispatch_push_or_claim_locked). */
 static void
 store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
@@ -185,7 +186,7 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
   gboolean heartbeat = watch_heartbeat (msg, &sent_before);
   NatsChange *c = heartbeat ? NULL : change_from_msg (st, msg, &seq, &dseq);
   NatsChange *claimed = NULL;
-  gboolean more = nats_sub_has_more (sub), broke = FALSE;
+  gboolean broke = FALSE;
 
   natsMsg_Destroy (msg);
   if (seq > 0)
@@ -226,7 +227,7 @@ store_on_msg (natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *clo
               g_cond_broadcast (&st->d.cond);
             }
         }
-      else if (c && dispatch_push_or_claim_locked (&st->d, c, more))
+      else if (c && dispatch_push_or_claim_locked (&st->d, c, sub))
         claimed = g_steal_pointer (&c);
       else
         c = NULL;  /* queued */
