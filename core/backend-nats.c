@@ -2,7 +2,8 @@
  * store, core subjects for channels; naming in nats-names.h and
  * docs/nats-mapping.md.  This file: connection, status, callbacks, channels.
  * Scopes and stores: nats-namespace.c; store handles: nats-store.c; writes:
- * nats-put.c; channel publishes: nats-publish.c.
+ * nats-put.c; channel subscriptions: nats-pubsub.c; channel publishes:
+ * nats-publish.c.
  *
  * Threads.  libnats delivers every subscription on its shared delivery pool
  * (natsOptions_UseGlobalMessageDelivery).  Those threads do bookkeeping
@@ -37,7 +38,6 @@
 #define DISPATCH_THREADS 8
 #define DISPATCH_BATCH 64
 #define CLOSE_WAIT_US (5 * G_USEC_PER_SEC)
-#define WATCH_QUEUE_MAX 1024 /* channels a scope watch queues for its callback */
 
 /* ------------------------------------------------------------- errors */
 
@@ -234,19 +234,23 @@ dispatch_run (gpointer data, gpointer pool_data)
 {
   Dispatch *d = data;
 
+  gpointer batch[DISPATCH_BATCH];
+  guint n = 0;
+
+  /* Up to DISPATCH_BATCH items at once, so that a burst takes the lock
+   * twice, not twice per item; a close meanwhile stops the rest. */
   g_mutex_lock (&d->mu);
   d->running = g_thread_self ();
-  for (guint n = 0; n < DISPATCH_BATCH && !d->closing; n++)
+  while (n < DISPATCH_BATCH && !d->closing && !g_queue_is_empty (&d->items))
+    batch[n++] = g_queue_pop_head (&d->items);
+  g_mutex_unlock (&d->mu);
+  for (guint i = 0; i < n; i++)
     {
-      gpointer item = g_queue_pop_head (&d->items);
-
-      if (item == NULL)
-        break;
-      g_mutex_unlock (&d->mu);
-      d->klass->deliver (d, item);
-      d->klass->free_item (item);
-      g_mutex_lock (&d->mu);
+      if (!g_atomic_int_get (&d->closing))
+        d->klass->deliver (d, batch[i]);
+      d->klass->free_item (batch[i]);
     }
+  g_mutex_lock (&d->mu);
   dispatch_done_locked (d);
   g_mutex_unlock (&d->mu);
   dispatch_unref (d);
@@ -258,230 +262,11 @@ void
 dispatch_close (Dispatch *d)
 {
   g_mutex_lock (&d->mu);
-  d->closing = TRUE;
+  g_atomic_int_set (&d->closing, TRUE); /* dispatch_run reads it without the lock */
   g_queue_clear_full (&d->items, d->klass->free_item);
   while (d->running != NULL && d->running != g_thread_self ())
     g_cond_wait (&d->cond, &d->mu);
   g_mutex_unlock (&d->mu);
-}
-
-/* ------------------------------------------------------------ pubsub */
-
-/* A channel's subscription, or (watch_scope) one on every channel of a
- * scope, whose items are SeenChannel. */
-struct _ConatBackendSub {
-  Dispatch d;
-  ConatBackendMessageCallback callback;
-  ConatBackendChannelCallback seen;
-  char *scope;            /* immutable: a watch's scope */
-  GHashTable *queued;     /* d.mu: a watch's queued subjects (the items' own strings) */
-  gpointer user_data;
-  natsSubscription *sub;  /* owned by unsubscribe's caller */
-};
-
-typedef struct {
-  char *subject, *name, *path;
-} SeenChannel;
-
-static void
-sub_deliver (Dispatch *d, gpointer item)
-{
-  ConatBackendSub *sub = (ConatBackendSub *) d;
-
-  sub->callback (item, sub->user_data);
-}
-
-static void
-sub_finalize (Dispatch *d)
-{
-  ConatBackendSub *sub = (ConatBackendSub *) d;
-
-  g_clear_pointer (&sub->queued, g_hash_table_unref);
-  g_free (sub->scope);
-  g_free (sub);
-}
-
-static const DispatchClass sub_class = {
-  sub_deliver, (GDestroyNotify) g_bytes_unref, sub_finalize,
-};
-
-static void
-seen_deliver (Dispatch *d, gpointer item)
-{
-  ConatBackendSub *sub = (ConatBackendSub *) d;
-  SeenChannel *seen = item;
-
-  g_mutex_lock (&d->mu);
-  g_hash_table_remove (sub->queued, seen->subject);
-  g_mutex_unlock (&d->mu);
-  sub->seen (seen->name, seen->path, sub->user_data);
-}
-
-static void
-seen_free (gpointer item)
-{
-  SeenChannel *seen = item;
-
-  g_free (seen->subject);
-  g_free (seen->name);
-  g_free (seen->path);
-  g_free (seen);
-}
-
-static const DispatchClass watch_class = { seen_deliver, seen_free, sub_finalize };
-
-static void
-sub_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *closure)
-{
-  ConatBackendSub *sub = closure;
-  GBytes *bytes = g_bytes_new (natsMsg_GetData (msg), natsMsg_GetDataLength (msg));
-  gboolean claimed = FALSE;
-
-  natsMsg_Destroy (msg);
-  g_mutex_lock (&sub->d.mu);
-  if (!sub->d.closing)
-    claimed = dispatch_push_or_claim_locked (&sub->d, bytes, nsub);
-  else
-    g_clear_pointer (&bytes, g_bytes_unref);
-  g_mutex_unlock (&sub->d.mu);
-  if (claimed)
-    dispatch_run_claimed (&sub->d, bytes);
-}
-
-/* On libnats' delivery pool: queues the channel of a message on the scope,
- * unless it is queued already, or WATCH_QUEUE_MAX channels are (a flood
- * the watcher cannot keep up with: it hears of the channels that keep
- * sending later).  Subjects that are not a channel's are passed over. */
-static void
-watch_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *closure)
-{
-  ConatBackendSub *sub = closure;
-  const char *subject = natsMsg_GetSubject (msg);
-  g_autofree char *scope = NULL;
-  SeenChannel *seen = NULL;
-  gboolean wanted;
-
-  g_mutex_lock (&sub->d.mu);
-  wanted = !sub->d.closing && !g_hash_table_contains (sub->queued, subject)
-           && g_hash_table_size (sub->queued) < WATCH_QUEUE_MAX;
-  g_mutex_unlock (&sub->d.mu);
-  if (wanted)
-    {
-      seen = g_new0 (SeenChannel, 1);
-      if (conat_nats_channel_parse (subject, &scope, &seen->name, &seen->path)
-          && strcmp (scope, sub->scope) == 0)
-        seen->subject = g_strdup (subject);
-    }
-  natsMsg_Destroy (msg);
-  if (seen == NULL || seen->subject == NULL)
-    {
-      g_clear_pointer (&seen, seen_free);
-      return;
-    }
-  g_mutex_lock (&sub->d.mu);
-  if (!sub->d.closing && g_hash_table_add (sub->queued, seen->subject))
-    dispatch_push_locked (&sub->d, g_steal_pointer (&seen));
-  g_mutex_unlock (&sub->d.mu);
-  g_clear_pointer (&seen, seen_free);
-}
-
-static void
-sub_on_complete (void *closure)
-{
-  dispatch_unref (closure);
-}
-
-gboolean
-nats_is_connected (NatsBackend *be)
-{
-  gboolean connected;
-
-  g_mutex_lock (&be->mu);
-  connected = be->connected;
-  g_mutex_unlock (&be->mu);
-  return connected;
-}
-
-static void
-nats_unsubscribe (ConatBackendSub *sub)
-{
-  dispatch_close (&sub->d);
-  natsSubscription_Unsubscribe (sub->sub);
-  natsSubscription_Destroy (sub->sub);
-  dispatch_unref (&sub->d);
-}
-
-static ConatBackendSub *
-sub_new (NatsBackend *be, const DispatchClass *klass, gpointer user_data)
-{
-  ConatBackendSub *sub = g_new0 (ConatBackendSub, 1);
-
-  dispatch_init (&sub->d, klass, be);
-  sub->d.started = TRUE;
-  sub->user_data = user_data;
-  return sub;
-}
-
-/* Subscribes SUB (new, from sub_new) to SUBJECT; frees it on failure. */
-static ConatBackendSub *
-sub_start (NatsBackend *be, ConatBackendSub *sub, const char *subject, natsMsgHandler on_msg,
-           GError **error)
-{
-  natsStatus s;
-
-  s = natsConnection_Subscribe (&sub->sub, be->nc, subject, on_msg, dispatch_ref (&sub->d));
-  if (s != NATS_OK)
-    {
-      nats_set_error (be, error, s, 0, "subscribing to a NATS channel");
-      dispatch_unref (&sub->d);
-      dispatch_unref (&sub->d);
-      return NULL;
-    }
-  if (natsSubscription_SetOnCompleteCB (sub->sub, sub_on_complete, sub) != NATS_OK)
-    g_debug ("channel subscription closed before it started");
-  /* The interest is registered once the server answered a PING; while
-   * disconnected, libnats registers it on reconnect. */
-  if (nats_is_connected (be) && (s = natsConnection_FlushTimeout (be->nc, NATS_API_WAIT_MS)) != NATS_OK
-      && nats_is_connected (be))
-    {
-      nats_set_error (be, error, s, 0, "subscribing to a NATS channel");
-      nats_unsubscribe (sub);
-      return NULL;
-    }
-  return sub;
-}
-
-static ConatBackendSub *
-nats_subscribe (ConatBackend *backend, const char *scope, const char *path, const char *name,
-                ConatBackendMessageCallback callback, gpointer user_data, GError **error)
-{
-  NatsBackend *be = (NatsBackend *) backend;
-  g_autofree char *subject = conat_nats_channel_subject (scope, path, name, error);
-  ConatBackendSub *sub;
-
-  if (subject == NULL)
-    return NULL;
-  sub = sub_new (be, &sub_class, user_data);
-  sub->callback = callback;
-  return sub_start (be, sub, subject, sub_on_msg, error);
-}
-
-/* One wildcard subscription on the scope's channel subjects. */
-static ConatBackendSub *
-nats_watch_scope (ConatBackend *backend, const char *scope, ConatBackendChannelCallback callback,
-                  gpointer user_data, GError **error)
-{
-  NatsBackend *be = (NatsBackend *) backend;
-  g_autofree char *subject = conat_nats_channel_wildcard (scope, error);
-  ConatBackendSub *sub;
-
-  if (subject == NULL)
-    return NULL;
-  sub = sub_new (be, &watch_class, user_data);
-  sub->seen = callback;
-  sub->scope = g_strdup (scope);
-  sub->queued = g_hash_table_new (g_str_hash, g_str_equal);
-  return sub_start (be, sub, subject, watch_on_msg, error);
 }
 
 static gsize
@@ -973,6 +758,7 @@ conat_backend_nats_new (const ConatNatsOptions *opts, GError **error)
   be->replicas = opts->replicas;
   g_mutex_init (&be->mu);
   g_cond_init (&be->cond);
+  be->taps = g_hash_table_new (g_str_hash, g_str_equal);
   nats_batch_init (be);
   nats_acks_init (be);
   be->pool = g_thread_pool_new (dispatch_run, be, DISPATCH_THREADS, FALSE, NULL);
@@ -1016,6 +802,9 @@ nats_free (ConatBackend *backend)
     }
   g_thread_pool_free (be->pool, FALSE, TRUE);
   nats_acks_clear (be);
+  if (g_hash_table_size (be->taps) > 0)
+    g_warning ("NATS backend freed with %u scopes subscribed", g_hash_table_size (be->taps));
+  g_hash_table_unref (be->taps);
   g_cond_clear (&be->cond);
   g_mutex_clear (&be->mu);
   g_free (be->servers);

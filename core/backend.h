@@ -118,9 +118,12 @@ struct _ConatBackendClass {
                                  const char *name, ConatBackendMessageCallback callback,
                                  gpointer user_data, GError **error);
   /* Every channel of SCOPE: the callback hears the name and path of the
-   * channel of each later message (not its bytes).  Returns once the
-   * interest is registered; ended by unsubscribe.  Channels whose names the
-   * backend cannot decode (another client's subjects) are passed over. */
+   * channel of later messages (not their bytes): at once for a channel's
+   * first message, then about once a second while it keeps sending (a
+   * backend may tell of each message; NATS tells at most once a second,
+   * of at most 1024 channels a second).  Returns once the interest is
+   * registered; ended by unsubscribe.  Channels whose names the backend
+   * cannot decode (another client's subjects) are passed over. */
   ConatBackendSub *(*watch_scope) (ConatBackend *backend, const char *scope,
                                    ConatBackendChannelCallback callback, gpointer user_data,
                                    GError **error);

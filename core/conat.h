@@ -325,8 +325,8 @@ typedef struct _ConatPubsubWatch ConatPubsubWatch;
 /* A message was published on the channel NAME of the watched scope (PATH:
  * its file path, or NULL); NAME is never empty.  No message bytes.  Any
  * client's messages count, this one's included.  Called in order, at most
- * once per message: on NATS, messages on a channel already waiting to be
- * reported are not reported again. */
+ * once per message: on NATS, a channel is reported at its first message
+ * and then at most once a second while it keeps sending. */
 typedef void (*ConatChannelSeenFunc) (ConatPubsubWatch *watch, const char *name,
                                       const char *path, gpointer user_data);
 
@@ -334,9 +334,9 @@ typedef void (*ConatChannelSeenFunc) (ConatPubsubWatch *watch, const char *name,
  * with the backend.  CONAT_ERROR_NAME_TOO_LONG if the backend cannot name
  * the scope's channels (NATS: subject over its limit).  On NATS, messages
  * on the scope's subjects that are not a channel's (docs/nats-mapping.md)
- * are passed over, and while 1024 channels wait to be reported (a flood
- * the callback cannot keep up with), messages on other channels are not
- * reported: a channel that keeps sending is reported later. */
+ * are passed over, and once 1024 channels were reported within a second
+ * (a flood), messages on other channels are not reported: a channel that
+ * keeps sending is reported later. */
 ConatPubsubWatch *conat_pubsub_watch_open (ConatClient *client, const char *scope,
                                            ConatChannelSeenFunc func, gpointer user_data,
                                            GDestroyNotify destroy, GError **error);

@@ -33,7 +33,7 @@ struct _Dispatch {
   GQueue items;
   gboolean started;   /* FALSE while store_open loads */
   gboolean scheduled; /* pushed to the pool or running */
-  gboolean closing;
+  gboolean closing;   /* set once, by dispatch_close (atomically: dispatch_run reads it unlocked) */
   GThread *running;   /* the thread inside deliver, or NULL */
 };
 
@@ -56,6 +56,7 @@ struct _NatsBackend {
   char *last_error;
   gboolean stopping;
   GList *stores;        /* open ConatBackendStore*, not referenced */
+  GHashTable *taps;     /* scope -> its ScopeTap (nats-pubsub.c), while used */
   guint adv_done;       /* how many of adv_subs deliver nothing more */
   gboolean maint_wanted;
   gboolean maint_reconnect;
@@ -128,6 +129,15 @@ struct _ConatBackendStore {
   gboolean remote_check_wanted;  /* someone else created or deleted the bucket */
   gboolean reconnect_wanted;     /* the connection came back since its last check */
 };
+
+/* nats-pubsub.c */
+ConatBackendSub *nats_subscribe (ConatBackend *backend, const char *scope, const char *path,
+                                 const char *name, ConatBackendMessageCallback callback,
+                                 gpointer user_data, GError **error);
+ConatBackendSub *nats_watch_scope (ConatBackend *backend, const char *scope,
+                                   ConatBackendChannelCallback callback, gpointer user_data,
+                                   GError **error);
+void nats_unsubscribe (ConatBackendSub *sub);
 
 /* nats-publish.c */
 void nats_batch_init (NatsBackend *be);

@@ -6,6 +6,7 @@
  */
 #include "backend.h"
 #include "nats-names.h"
+#include "nats-private.h"
 
 #include <glib/gstdio.h>
 #include <errno.h>
@@ -1289,6 +1290,17 @@ inbox_has (Inbox *in, const char *s)
   return found;
 }
 
+/* Waits until watch inbox SEEN has heard of channel NAME. */
+static void
+deadline_wait_seen (Inbox *seen, const char *name)
+{
+  gint64 deadline = g_get_monotonic_time () + WAIT_MS * 1000;
+
+  while (!inbox_has (seen, name) && g_get_monotonic_time () < deadline)
+    g_usleep (1000);
+  g_assert_true (inbox_has (seen, name));
+}
+
 static void
 raw_publish (natsConnection *nc, const char *subject)
 {
@@ -1368,6 +1380,168 @@ test_watch_scope (Fixture *fx, gconstpointer data)
   inbox_clear (&seen);
   backend_free (a);
   backend_free (b);
+}
+
+/* Messages the server has sent BACKEND's connection so far. */
+static guint64
+backend_in_msgs (ConatBackend *backend)
+{
+  natsStatistics *stats = NULL;
+  uint64_t in_msgs = 0;
+
+  g_assert_cmpint (natsStatistics_Create (&stats), ==, NATS_OK);
+  g_assert_cmpint (natsConnection_GetStats (((NatsBackend *) backend)->nc, stats), ==, NATS_OK);
+  g_assert_cmpint (natsStatistics_GetCounts (stats, &in_msgs, NULL, NULL, NULL, NULL), ==,
+                   NATS_OK);
+  natsStatistics_Destroy (stats);
+  return in_msgs;
+}
+
+static guint
+backend_taps (ConatBackend *backend)
+{
+  NatsBackend *be = (NatsBackend *) backend;
+  guint n;
+
+  g_mutex_lock (&be->mu);
+  n = g_hash_table_size (be->taps);
+  g_mutex_unlock (&be->mu);
+  return n;
+}
+
+/* A backend that watches a scope hears each message of the scope once
+ * (the server sends it once): its channel subscriptions there share the
+ * watch's subscription, get every message of their channel once and in
+ * order, and keep it after the watch is closed. */
+static void
+test_scope_tap (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) sent = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  g_autoptr (GBytes) m = bytes ("m");
+  ConatBackendSub *watch, *s1, *s2, *spath;
+  Inbox seen, i1, i2, ipath;
+  guint64 before;
+
+  inbox_init (&seen);
+  inbox_init (&i1);
+  inbox_init (&i2);
+  inbox_init (&ipath);
+  watch = a->klass->watch_scope (a, "p", on_seen, &seen, &error);
+  g_assert_no_error (error);
+  s1 = a->klass->subscribe (a, "p", NULL, "chat", on_message, &i1, &error);
+  s2 = a->klass->subscribe (a, "p", NULL, "chat", on_message, &i2, &error);
+  spath = a->klass->subscribe (a, "p", "doc/a.tex", "chat", on_message, &ipath, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (backend_taps (a), ==, 1);
+  before = backend_in_msgs (a);
+
+  for (guint i = 0; i < 300; i++)
+    {
+      g_autofree char *text = g_strdup_printf ("message %u", i);
+
+      g_ptr_array_add (sent, bytes (text));
+    }
+  g_assert_true (b->klass->publish (b, "p", NULL, "chat", sent->pdata[0], &error));
+  g_assert_true (b->klass->publish_many (b, "p", NULL, "chat", (GBytes *const *) sent->pdata + 1,
+                                         sent->len - 1, &error));
+  g_assert_true (b->klass->publish (b, "p", "doc/a.tex", "chat", m, &error));
+  g_assert_true (b->klass->publish (b, "p", NULL, "other", m, &error));
+  g_assert_no_error (error);
+  inbox_wait (&i1, sent->len);
+  inbox_wait (&i2, sent->len);
+  inbox_wait (&ipath, 1);
+  inbox_wait (&seen, 3);
+  for (guint i = 0; i < sent->len; i++)
+    {
+      g_assert_true (g_bytes_equal (i1.messages->pdata[i], sent->pdata[i]));
+      g_assert_true (g_bytes_equal (i2.messages->pdata[i], sent->pdata[i]));
+    }
+  g_assert_true (g_bytes_equal (ipath.messages->pdata[0], m));
+  g_assert_true (inbox_has (&seen, "chat"));
+  g_assert_true (inbox_has (&seen, "chat\ndoc/a.tex"));
+  g_assert_true (inbox_has (&seen, "other"));
+  /* Once each: 300 + 1 + 1, not once per subscription. */
+  g_assert_cmpuint (backend_in_msgs (a) - before, ==, sent->len + 2);
+
+  /* The watch goes; the channels keep hearing. */
+  a->klass->unsubscribe (watch);
+  g_assert_true (b->klass->publish (b, "p", NULL, "chat", m, &error));
+  inbox_wait (&i1, sent->len + 1);
+  inbox_wait (&i2, sent->len + 1);
+  g_assert_true (g_bytes_equal (i1.messages->pdata[sent->len], m));
+  a->klass->unsubscribe (s1);
+  a->klass->unsubscribe (spath);
+  g_assert_cmpuint (backend_taps (a), ==, 1);
+  a->klass->unsubscribe (s2);
+  g_assert_cmpuint (backend_taps (a), ==, 0);
+
+  /* No callback after unsubscribe; a new watch makes a new tap. */
+  watch = a->klass->watch_scope (a, "p", on_seen, &seen, &error);
+  g_assert_no_error (error);
+  g_assert_true (b->klass->publish (b, "p", NULL, "later", m, &error));
+  g_assert_true (b->klass->publish (b, "p", NULL, "chat", m, &error));
+  deadline_wait_seen (&seen, "later");
+  a->klass->unsubscribe (watch);
+  g_assert_cmpuint (backend_taps (a), ==, 0);
+  g_assert_cmpuint (i1.messages->len, ==, sent->len + 1);
+  g_assert_cmpuint (i2.messages->len, ==, sent->len + 1);
+  g_assert_cmpuint (ipath.messages->len, ==, 1);
+
+  inbox_clear (&seen);
+  inbox_clear (&i1);
+  inbox_clear (&i2);
+  inbox_clear (&ipath);
+  backend_free (a);
+  backend_free (b);
+}
+
+/* A backend of user alice (password s3cret), whom the server's
+ * configuration limits. */
+static ConatBackend *
+alice_backend_new (Fixture *fx)
+{
+  g_autofree char *password = g_build_filename (fx->srv.dir, "password", NULL);
+  ConatNatsOptions opts = { .servers = fx->url, .user = "alice", .password_file = password };
+  g_autoptr (GError) error = NULL;
+  ConatBackend *be;
+
+  g_assert_true (g_file_set_contents (password, "s3cret", -1, NULL));
+  be = conat_backend_nats_new (&opts, &error);
+  g_assert_no_error (error);
+  return be;
+}
+
+/* A user who may subscribe to one channel of a scope and not to the whole
+ * scope: the watch is refused, and the channel subscribes on its own. */
+static void
+test_scope_tap_refused (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *be = alice_backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) m = bytes ("m");
+  ConatBackendSub *watch, *chat;
+  Inbox seen, in;
+
+  inbox_init (&seen);
+  inbox_init (&in);
+  watch = be->klass->watch_scope (be, "p", on_seen, &seen, &error);
+  g_assert_no_error (error);
+  chat = be->klass->subscribe (be, "p", NULL, "chat", on_message, &in, &error);
+  g_assert_no_error (error);
+  g_assert_true (be->klass->publish (be, "p", NULL, "chat", m, &error));
+  g_assert_no_error (error);
+  inbox_wait (&in, 1);
+  g_assert_true (g_bytes_equal (in.messages->pdata[0], m));
+  be->klass->unsubscribe (chat);
+  be->klass->unsubscribe (watch);
+  g_assert_cmpuint (backend_taps (be), ==, 0);
+  g_assert_true (backend_connected (be));
+  inbox_clear (&seen);
+  inbox_clear (&in);
+  backend_free (be);
 }
 
 /* ------------------------------------------------------------------ scale */
@@ -1783,6 +1957,9 @@ static const char token_config[] = "authorization { token: t0k3n }\n";
 static const char deny_config[] =
   "authorization { users = [ { user: alice, password: s3cret,\n"
   "  permissions: { publish: { deny: \"$KV.conat_p-ro.>\" } } } ] }\n";
+static const char one_channel_config[] =
+  "authorization { users = [ { user: alice, password: s3cret,\n"
+  "  permissions: { subscribe: { allow: [\"_INBOX.>\", \"$JS.>\", \"conat.p.pubsub.chat\"] } } } ] }\n";
 
 static void
 test_credentials (Fixture *fx, gconstpointer data)
@@ -1863,18 +2040,13 @@ test_token (Fixture *fx, gconstpointer data)
 static void
 test_permission (Fixture *fx, gconstpointer data)
 {
-  g_autofree char *password = g_build_filename (fx->srv.dir, "password", NULL);
-  ConatNatsOptions opts = { .servers = fx->url, .user = "alice", .password_file = password };
+  ConatBackend *be = alice_backend_new (fx);
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) v = bytes ("v");
   ConatBackendStore *ro, *rw;
-  ConatBackend *be;
   Recorder r1, r2;
   ConatPut p;
 
-  g_assert_true (g_file_set_contents (password, "s3cret", -1, NULL));
-  be = conat_backend_nats_new (&opts, &error);
-  g_assert_no_error (error);
   recorder_init (&r1);
   recorder_init (&r2);
   ro = store_open (be, "p", "ro", FALSE, &r1, NULL);
@@ -2143,6 +2315,8 @@ main (int argc, char **argv)
   ADD ("/nats/pubsub", test_pubsub, NULL);
   ADD ("/nats/pubsub-batches", test_pubsub_batches, NULL);
   ADD ("/nats/watch-scope", test_watch_scope, NULL);
+  ADD ("/nats/scope-tap", test_scope_tap, NULL);
+  ADD ("/nats/scope-tap-refused", test_scope_tap_refused, one_channel_config);
   ADD ("/nats/many-stores", test_many_stores, NULL);
   ADD ("/nats/quick-callbacks", test_quick_callbacks, NULL);
   ADD ("/nats/restart", test_restart, NULL);
