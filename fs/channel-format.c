@@ -12,6 +12,14 @@ conatfs_channel_line_new (const guint8 *message, gsize len)
   gsize extra = 1;
   guint8 *line, *out;
 
+  if (len == 0 || (memchr (message, '\n', len) == NULL && memchr (message, '\\', len) == NULL))
+    {
+      line = g_malloc (len + 1); /* the usual line: nothing to escape */
+      if (len > 0)
+        memcpy (line, message, len);
+      line[len] = '\n';
+      return g_bytes_new_take (line, len + 1);
+    }
   for (gsize i = 0; i < len; i++)
     if (message[i] == '\\' || message[i] == '\n')
       extra++;

@@ -28,11 +28,27 @@
  */
 #include "fs-private.h"
 
+#include <string.h>
+
 /* The key of fs->by_name. */
 char *
 conatfs_name_key (fuse_ino_t parent, const char *file_name)
 {
-  return g_strdup_printf ("%" G_GUINT64_FORMAT "/%s", (guint64) parent, file_name);
+  char digits[20];
+  gsize n = 0, name_len = strlen (file_name);
+  guint64 v = parent;
+  char *key, *p;
+
+  /* "PARENT/FILE-NAME", without printf: channel messages make one each. */
+  do
+    digits[n++] = (char) ('0' + v % 10);
+  while ((v /= 10) != 0);
+  key = p = g_malloc (n + 1 + name_len + 1);
+  while (n > 0)
+    *p++ = digits[--n];
+  *p++ = '/';
+  memcpy (p, file_name, name_len + 1);
+  return key;
 }
 
 ConatfsInode *
