@@ -11,8 +11,9 @@
  *       a thread writes N lines of 100 B to channel file A_CHAN, LINES per
  *       write() (1, or 40 as stdio's 4 KiB buffer would), while this thread
  *       reads B_CHAN (the same channel on mount B) with poll(); prints the
- *       messages per second from the first write to the last line read
- *       (lost lines are reported on stderr)
+ *       messages per second from the first write to the last line read,
+ *       and the number of lines it missed (they left the mount's window
+ *       before it read them: it fell more than the window behind)
  *   mount-events poll A_CHAN B_CHAN N
  *       N times: write one line to A_CHAN, poll() B_CHAN until it wakes,
  *       read the line; prints the p50 and p99 of write() → poll() wake, in ns
@@ -186,7 +187,7 @@ channel_rate (const char *a_chan, const char *b_chan, long n, long lines)
   pthread_join (tid, NULL);
   if (got < n)
     fprintf (stderr, "mount-events: %ld of %ld messages not seen on %s\n", n - got, n, b_chan);
-  printf ("%.0f\n", got / ((last - w.t0) / 1e9));
+  printf ("%.0f %ld\n", got / ((last - w.t0) / 1e9), n - got);
   close (fd);
   return 0;
 }
