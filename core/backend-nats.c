@@ -123,6 +123,43 @@ nats_set_error (NatsBackend *be, GError **error, natsStatus s, jsErrCode jerr,
 
 /* ----------------------------------------------------------- dispatch */
 
+/* A Dispatch's queue is a FIFO in one array, d->items from d->head on:
+ * no allocation per item (a GQueue took one per message, made on a libnats
+ * thread and freed on the pool's).  With d->mu held. */
+static gboolean
+fifo_is_empty (Dispatch *d)
+{
+  return d->head == d->items->len;
+}
+
+static gpointer
+fifo_pop (Dispatch *d)
+{
+  gpointer item = d->items->pdata[d->head++];
+
+  if (d->head == d->items->len)
+    {
+      g_ptr_array_set_size (d->items, 0);
+      d->head = 0;
+    }
+  else if (d->head >= DISPATCH_BATCH && d->head * 2 >= d->items->len)
+    {
+      /* Never empty in a steady stream: move the rest to the front. */
+      g_ptr_array_remove_range (d->items, 0, d->head);
+      d->head = 0;
+    }
+  return item;
+}
+
+static void
+fifo_clear (Dispatch *d)
+{
+  for (guint i = d->head; i < d->items->len; i++)
+    d->klass->free_item (d->items->pdata[i]);
+  g_ptr_array_set_size (d->items, 0);
+  d->head = 0;
+}
+
 void
 dispatch_init (Dispatch *d, const DispatchClass *klass, NatsBackend *be)
 {
@@ -131,7 +168,7 @@ dispatch_init (Dispatch *d, const DispatchClass *klass, NatsBackend *be)
   d->refs = 1;
   g_mutex_init (&d->mu);
   g_cond_init (&d->cond);
-  g_queue_init (&d->items);
+  d->items = g_ptr_array_new ();
 }
 
 Dispatch *
@@ -146,7 +183,8 @@ dispatch_unref (Dispatch *d)
 {
   if (!g_atomic_int_dec_and_test (&d->refs))
     return;
-  g_queue_clear_full (&d->items, d->klass->free_item);
+  fifo_clear (d);
+  g_ptr_array_unref (d->items);
   g_cond_clear (&d->cond);
   g_mutex_clear (&d->mu);
   d->klass->finalize (d);
@@ -155,7 +193,7 @@ dispatch_unref (Dispatch *d)
 static void
 dispatch_schedule_locked (Dispatch *d)
 {
-  if (d->started && !d->scheduled && !d->closing && !g_queue_is_empty (&d->items))
+  if (d->started && !d->scheduled && !d->closing && !fifo_is_empty (d))
     {
       d->scheduled = TRUE;
       g_thread_pool_push (d->be->pool, dispatch_ref (d), NULL);
@@ -165,7 +203,7 @@ dispatch_schedule_locked (Dispatch *d)
 void
 dispatch_push_locked (Dispatch *d, gpointer item)
 {
-  g_queue_push_tail (&d->items, item);
+  g_ptr_array_add (d->items, item);
   dispatch_schedule_locked (d);
 }
 
@@ -199,7 +237,7 @@ gboolean
 dispatch_push_or_claim_locked (Dispatch *d, gpointer item, natsSubscription *sub)
 {
   if (!g_atomic_int_get (&d->be->parent.quick_callbacks) || !d->started || d->scheduled
-      || d->closing || !g_queue_is_empty (&d->items) || sub_has_more (sub))
+      || d->closing || !fifo_is_empty (d) || sub_has_more (sub))
     {
       dispatch_push_locked (d, item);
       return FALSE;
@@ -241,8 +279,8 @@ dispatch_run (gpointer data, gpointer pool_data)
    * twice, not twice per item; a close meanwhile stops the rest. */
   g_mutex_lock (&d->mu);
   d->running = g_thread_self ();
-  while (n < DISPATCH_BATCH && !d->closing && !g_queue_is_empty (&d->items))
-    batch[n++] = g_queue_pop_head (&d->items);
+  while (n < DISPATCH_BATCH && !d->closing && !fifo_is_empty (d))
+    batch[n++] = fifo_pop (d);
   g_mutex_unlock (&d->mu);
   for (guint i = 0; i < n; i++)
     {
@@ -263,7 +301,7 @@ dispatch_close (Dispatch *d)
 {
   g_mutex_lock (&d->mu);
   g_atomic_int_set (&d->closing, TRUE); /* dispatch_run reads it without the lock */
-  g_queue_clear_full (&d->items, d->klass->free_item);
+  fifo_clear (d);
   while (d->running != NULL && d->running != g_thread_self ())
     g_cond_wait (&d->cond, &d->mu);
   g_mutex_unlock (&d->mu);

@@ -30,7 +30,8 @@ struct _Dispatch {
   gint refs;          /* atomic */
   GMutex mu;          /* guards the fields below, and owner fields that say so */
   GCond cond;
-  GQueue items;
+  GPtrArray *items;   /* queued items from index head on (dispatch_fifo_*) */
+  guint head;
   gboolean started;   /* FALSE while store_open loads */
   gboolean scheduled; /* pushed to the pool or running */
   gboolean closing;   /* set once, by dispatch_close (atomically: dispatch_run reads it unlocked) */

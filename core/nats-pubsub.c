@@ -122,6 +122,14 @@ sub_unref (ConatBackendSub *sub)
   dispatch_unref (&sub->d);
 }
 
+/* MSG's payload, without a copy: MSG (taken) is freed with it. */
+static GBytes *
+message_bytes (natsMsg *msg)
+{
+  return g_bytes_new_with_free_func (natsMsg_GetData (msg), natsMsg_GetDataLength (msg),
+                                     (GDestroyNotify) natsMsg_Destroy, msg);
+}
+
 /* On libnats' delivery pool: hands MESSAGE (taken) to channel SUB, whose
  * messages arrive on NSUB. */
 static void
@@ -143,10 +151,8 @@ static void
 sub_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *closure)
 {
   ConatBackendSub *sub = closure;
-  GBytes *bytes = g_bytes_new (natsMsg_GetData (msg), natsMsg_GetDataLength (msg));
 
-  natsMsg_Destroy (msg);
-  channel_offer (sub, bytes, nsub);
+  channel_offer (sub, message_bytes (msg), nsub);
 }
 
 static gboolean
@@ -240,19 +246,19 @@ tap_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *clos
     to[n + i] = sub_ref (g_ptr_array_index (tap->watches, i));
   g_mutex_unlock (&tap->mu);
 
-  if (n > 0)
-    {
-      GBytes *bytes = g_bytes_new (natsMsg_GetData (msg), natsMsg_GetDataLength (msg));
-
-      for (guint i = 0; i < n; i++)
-        channel_offer (to[i], g_bytes_ref (bytes), nsub);
-      g_bytes_unref (bytes);
-    }
   for (guint i = 0; i < n_watches; i++)
     watch_note (to[n + i], subject);
+  if (n > 0)
+    {
+      GBytes *bytes = message_bytes (msg); /* SUBJECT goes with it */
+
+      for (guint i = 0; i < n; i++)
+        channel_offer (to[i], i + 1 < n ? g_bytes_ref (bytes) : bytes, nsub);
+    }
+  else
+    natsMsg_Destroy (msg);
   for (guint i = 0; i < n + n_watches; i++)
     sub_unref (to[i]);
-  natsMsg_Destroy (msg);
 }
 
 static void
