@@ -14,7 +14,9 @@
  * (re-created by us, for an ephemeral store after a reconnect or for any
  * store that is written to, or by someone else), the handle reports each of
  * the K keys it had as deleted, at revisions S+1 .. S+K (S = the highest
- * revision it knew).  If the handle made the new bucket itself, it moves
+ * revision it knew; its own puts the server acked count as known, keys and
+ * revisions, even when the watch had not delivered them before the bucket
+ * was lost).  If the handle made the new bucket itself, it moves
  * it on to sequence S+K+1 while it is still empty, and a new watch starts
  * after S+K: revisions keep growing.  A bucket someone else made is never
  * purged (a purge removes every message below its sequence, and a write
@@ -285,6 +287,7 @@ store_follows_new_bucket (ConatBackendStore *st, jsStreamInfo *si)
     {
       store_forget_keys_locked (st, si->Created, FALSE);
       store_adopt_locked (st, si);
+      st->acked_seq = 0;  /* the watch delivers the new bucket's puts */
     }
   g_mutex_unlock (&st->d.mu);
   return follows;
@@ -306,6 +309,8 @@ store_reset (ConatBackendStore *st, jsStreamInfo *si)
   g_mutex_lock (&st->d.mu);
   st->resetting = TRUE;
   old = nats_store_take_sub_locked (st);
+  /* Our puts the watch had not delivered count as known (note_acked). */
+  st->last_seq = MAX (st->last_seq, st->acked_seq);
   next = st->last_seq + 1 + (st->keys ? g_hash_table_size (st->keys) : 0);
   ephemeral = st->ephemeral;
   g_mutex_unlock (&st->d.mu);
@@ -329,6 +334,7 @@ store_reset (ConatBackendStore *st, jsStreamInfo *si)
       g_mutex_lock (&st->d.mu);
       store_forget_keys_locked (st, G_MAXINT64, TRUE);
       store_adopt_locked (st, si);
+      st->acked_seq = 0;  /* revisions of the old bucket */
       if (!moved_on)
         {
           dispatch_push_locked (&st->d, g_new0 (NatsChange, 1)); /* no key: start over */

@@ -110,6 +110,8 @@ struct _ConatBackendStore {
   gint64 created;          /* creation time of the bucket's stream (ns) */
   gboolean gone;           /* the bucket was missing at the last check */
   guint64 last_seq;        /* highest revision the handle knows */
+  guint64 acked_seq;       /* highest revision of its own puts acked before the watch
+                              had delivered them (nats-put.c), for store_reset */
   gint64 last_stored_ns;   /* server time of the last message delivered */
   gboolean loading;
   guint64 load_count;      /* messages replayed so far, while loading */

@@ -454,6 +454,29 @@ batch_wait (NatsBackend *be, Batch *b, guint epoch, guint perm)
   return connected;
 }
 
+/* Puts of PUTS the server took that the watch has not delivered yet: a
+ * reset (store_reset, nats-maint.c) counts them, so that if the bucket is
+ * lost with them (a memory bucket in a server restart) their keys are
+ * reported deleted above their revisions, which drops the values the DKV
+ * holds for them while it waits for their echoes. */
+static void
+note_acked (ConatBackendStore *st, const ConatPut *puts, guint n)
+{
+  g_mutex_lock (&st->d.mu);
+  for (guint i = 0; i < n; i++)
+    {
+      const ConatPut *p = &puts[i];
+      gint64 stored_ns = p->time_ms * G_GINT64_CONSTANT (1000000);
+
+      if (p->revision == 0 || p->error != NULL || p->revision <= st->last_seq)
+        continue;
+      st->acked_seq = MAX (st->acked_seq, p->revision);
+      if (st->keys != NULL && p->value != NULL && !g_hash_table_contains (st->keys, p->key))
+        g_hash_table_insert (st->keys, g_strdup (p->key), g_memdup2 (&stored_ns, sizeof stored_ns));
+    }
+  g_mutex_unlock (&st->d.mu);
+}
+
 static gboolean
 batch_run (ConatBackendStore *st, ConatPut *puts, guint n, const guint64 *expected,
            guint64 *conflict, GError **error)
@@ -475,6 +498,7 @@ batch_run (ConatBackendStore *st, ConatPut *puts, guint n, const guint64 *expect
     failed = batch_send (st, &b, i, expected ? expected[i] : puts[i].expected_revision,
                          max_value);
   connected = batch_wait (be, &b, epoch, perm);
+  note_acked (st, puts, n);
 
   for (guint i = 0; i < n; i++)
     unknown = unknown || b.state[i] == ITEM_UNSENT || b.state[i] == ITEM_UNKNOWN;
