@@ -16,7 +16,9 @@
  * wildcard: subscribed while connected, confirmed by a PING, and no
  * permission violation named it (a user may be allowed some channels of
  * a scope and not the rest).  Otherwise, or when no watch of the scope is
- * open, the channel subscribes on its own, as before.  The tap lives while
+ * open, the channel subscribes on its own, as before.  A channel that
+ * joins the tap gets only the messages the tap receives after it joined
+ * (tap_received), as from a subscription of its own.  The tap lives while
  * a watch or a channel uses it.
  *
  * Locks: be->mu guards the table of taps and their users; a tap's mu (a
@@ -42,6 +44,7 @@ typedef struct {
   guint users;              /* guarded by be->mu: watches and channels using it */
   GMutex mu;
   /* guarded by mu: */
+  guint64 count;            /* messages delivered so far: the last one's number */
   GPtrArray *watches;       /* ConatBackendSub* (references) */
   GHashTable *channels;     /* subject -> GPtrArray of ConatBackendSub* (references) */
 } ScopeTap;
@@ -59,7 +62,11 @@ struct _ConatBackendSub {
   gpointer user_data;
   natsSubscription *sub;  /* its own subscription (owned by unsubscribe's caller), or NULL */
   ScopeTap *tap;          /* immutable: the tap it hears instead, or NULL */
+  guint64 after;          /* tap->mu: it gets the tap's messages numbered above
+                             this (TAP_NOT_YET: none yet) */
 };
+
+#define TAP_NOT_YET G_MAXUINT64
 
 typedef struct {
   char *name, *path;
@@ -232,16 +239,22 @@ tap_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *clos
   ConatBackendSub **to = fixed;
   g_autofree ConatBackendSub **allocated = NULL;
   guint n = 0, n_watches = 0;
+  guint64 number;
   GPtrArray *channels;
 
   g_mutex_lock (&tap->mu);
+  number = ++tap->count;
   channels = g_hash_table_lookup (tap->channels, subject);
-  n = channels != NULL ? channels->len : 0;
   n_watches = tap->watches->len;
-  if (n + n_watches > TAP_FANOUT_MAX)
-    to = allocated = g_new (ConatBackendSub *, n + n_watches);
-  for (guint i = 0; i < n; i++)
-    to[i] = sub_ref (g_ptr_array_index (channels, i));
+  if ((channels != NULL ? channels->len : 0) + n_watches > TAP_FANOUT_MAX)
+    to = allocated = g_new (ConatBackendSub *, channels->len + n_watches);
+  for (guint i = 0; channels != NULL && i < channels->len; i++)
+    {
+      ConatBackendSub *sub = g_ptr_array_index (channels, i);
+
+      if (sub->after != TAP_NOT_YET && number > sub->after)
+        to[n++] = sub_ref (sub);
+    }
   for (guint i = 0; i < n_watches; i++)
     to[n + i] = sub_ref (g_ptr_array_index (tap->watches, i));
   g_mutex_unlock (&tap->mu);
@@ -482,6 +495,30 @@ sub_start (NatsBackend *be, ConatBackendSub *sub, const char *subject, GError **
   return sub;
 }
 
+/* How many messages TAP's subscription had received when the server
+ * answered a PING sent now: a channel that joins the tap gets the ones
+ * after.  That is what a subscription of its own would get: the server
+ * handles the PING where it would have handled its SUB, so messages sent
+ * before are in the count, and a message published once subscribe
+ * returned is not.  Messages the tap received but has not delivered yet
+ * are in the count too (libnats keeps them, the tap numbers them as it
+ * delivers them); without it, a late subscriber got such a message,
+ * published before it subscribed. */
+static guint64
+tap_received (ScopeTap *tap)
+{
+  NatsBackend *be = tap->be;
+  int64_t delivered = 0;
+  int pending = 0;
+
+  if (nats_is_connected (be))
+    natsConnection_FlushTimeout (be->nc, NATS_API_WAIT_MS);
+  if (natsSubscription_GetStats (tap->nsub, &pending, NULL, NULL, NULL, &delivered, NULL)
+      != NATS_OK)
+    g_debug ("no statistics of the subscription of scope %s", tap->scope);
+  return (guint64) MAX (delivered, 0) + (guint64) MAX (pending, 0);
+}
+
 ConatBackendSub *
 nats_subscribe (ConatBackend *backend, const char *scope, const char *path, const char *name,
                 ConatBackendMessageCallback callback, gpointer user_data, GError **error)
@@ -491,6 +528,7 @@ nats_subscribe (ConatBackend *backend, const char *scope, const char *path, cons
   ConatBackendSub *sub;
   ScopeTap *tap;
   GPtrArray *channels;
+  guint64 after;
 
   if (subject == NULL)
     return NULL;
@@ -499,9 +537,9 @@ nats_subscribe (ConatBackend *backend, const char *scope, const char *path, cons
   tap = tap_find_shared (be, scope);
   if (tap == NULL)
     return sub_start (be, sub, subject, error);
-  /* The tap's interest is registered already. */
   sub->tap = tap;
   sub->subject = g_strdup (subject);
+  sub->after = TAP_NOT_YET;
   g_mutex_lock (&tap->mu);
   channels = g_hash_table_lookup (tap->channels, subject);
   if (channels == NULL)
@@ -510,6 +548,10 @@ nats_subscribe (ConatBackend *backend, const char *scope, const char *path, cons
       g_hash_table_insert (tap->channels, g_steal_pointer (&subject), channels);
     }
   g_ptr_array_add (channels, sub_ref (sub));
+  g_mutex_unlock (&tap->mu);
+  after = tap_received (tap);
+  g_mutex_lock (&tap->mu);
+  sub->after = after;
   g_mutex_unlock (&tap->mu);
   return sub;
 }

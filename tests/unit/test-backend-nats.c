@@ -1498,6 +1498,91 @@ test_scope_tap (Fixture *fx, gconstpointer data)
   backend_free (b);
 }
 
+/* A channel callback that holds up the thread it runs on at its first
+ * message, until released. */
+typedef struct {
+  GMutex mu;
+  GCond cond;
+  gboolean entered, released, in_pool;
+} Gate;
+
+static void
+on_gated (GBytes *message, gpointer data)
+{
+  Gate *g = data;
+  char name[16] = "";
+
+  pthread_getname_np (pthread_self (), name, sizeof name);
+  g_mutex_lock (&g->mu);
+  if (!g->entered)
+    {
+      g->entered = TRUE;
+      g->in_pool = g_str_has_prefix (name, "pool");
+      g_cond_broadcast (&g->cond);
+      while (!g->released)
+        g_cond_wait (&g->cond, &g->mu);
+    }
+  g_mutex_unlock (&g->mu);
+}
+
+/* A channel that joins the scope's subscription gets only the messages
+ * published after it subscribed, even when the subscription has received
+ * earlier ones it has not delivered yet (its thread is held up by a quick
+ * callback of another channel). */
+static void
+test_scope_tap_late (Fixture *fx, gconstpointer data)
+{
+  ConatBackend *a = backend_new (fx);
+  ConatBackend *b = backend_new (fx);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) m = bytes ("m");
+  g_autoptr (GBytes) first = bytes ("first");
+  g_autoptr (GBytes) second = bytes ("second");
+  ConatBackendSub *watch, *held, *news;
+  Gate gate = { 0 };
+  Inbox seen, in;
+
+  inbox_init (&seen);
+  inbox_init (&in);
+  g_mutex_init (&gate.mu);
+  g_cond_init (&gate.cond);
+  g_atomic_int_set (&a->quick_callbacks, TRUE);
+  watch = a->klass->watch_scope (a, "p", on_seen, &seen, &error);
+  held = a->klass->subscribe (a, "p", NULL, "x", on_gated, &gate, &error);
+  g_assert_no_error (error);
+
+  g_assert_true (b->klass->publish (b, "p", NULL, "x", m, &error));
+  g_mutex_lock (&gate.mu);
+  while (!gate.entered)
+    g_cond_wait (&gate.cond, &gate.mu);
+  g_assert_false (gate.in_pool); /* it holds up the libnats thread of the scope */
+  g_mutex_unlock (&gate.mu);
+
+  g_assert_true (b->klass->publish (b, "p", NULL, "news", first, &error));
+  g_assert_cmpint (natsConnection_Flush (((NatsBackend *) b)->nc), ==, NATS_OK);
+  news = a->klass->subscribe (a, "p", NULL, "news", on_message, &in, &error);
+  g_assert_no_error (error);
+  g_mutex_lock (&gate.mu);
+  gate.released = TRUE;
+  g_cond_broadcast (&gate.cond);
+  g_mutex_unlock (&gate.mu);
+
+  g_assert_true (b->klass->publish (b, "p", NULL, "news", second, &error));
+  inbox_wait (&in, 1);
+  g_assert_true (g_bytes_equal (in.messages->pdata[0], second));
+  g_assert_cmpuint (in.messages->len, ==, 1);
+
+  a->klass->unsubscribe (news);
+  a->klass->unsubscribe (held);
+  a->klass->unsubscribe (watch);
+  g_mutex_clear (&gate.mu);
+  g_cond_clear (&gate.cond);
+  inbox_clear (&seen);
+  inbox_clear (&in);
+  backend_free (a);
+  backend_free (b);
+}
+
 /* A backend of user alice (password s3cret), whom the server's
  * configuration limits. */
 static ConatBackend *
@@ -2316,6 +2401,7 @@ main (int argc, char **argv)
   ADD ("/nats/pubsub-batches", test_pubsub_batches, NULL);
   ADD ("/nats/watch-scope", test_watch_scope, NULL);
   ADD ("/nats/scope-tap", test_scope_tap, NULL);
+  ADD ("/nats/scope-tap-late", test_scope_tap_late, NULL);
   ADD ("/nats/scope-tap-refused", test_scope_tap_refused, one_channel_config);
   ADD ("/nats/many-stores", test_many_stores, NULL);
   ADD ("/nats/quick-callbacks", test_quick_callbacks, NULL);
