@@ -496,12 +496,18 @@ def test_a_reader_of_the_old_value_leaves_no_stale_page(pair, watchers):
     """A file open since before a remote change reads from its old value;
     what it reads must not reach a later reader through the page cache."""
     a, b, da, db = pair
+    w = watchers.syscalls(b.path, [db])
     write(f"{da}/k", "old value")
     wait_until(lambda: shows(f"{db}/k", "old value"), what="the value")
-    w = watchers.syscalls(b.path, [db])
+    # The echo of the old value is done: the CLOSE_WRITE awaited below is
+    # the new value's (under load the old one's could come after the watch
+    # began, before the new value had arrived).
+    wait_events(w, "p/s/k", ["CLOSE_WRITE"])
+    wait_until(lambda: settled(b), what="no echo queued on B")
+    closes = sum("CLOSE_WRITE" in names for names in names_of(w.events(), "p/s/k"))
     with open(f"{db}/k", "rb") as old:
         write(f"{da}/k", "new value")  # the same size
-        wait_events(w, "p/s/k", ["CLOSE_WRITE"])
+        wait_events(w, "p/s/k", ["CLOSE_WRITE"] * (closes + 1))
         os.pread(old.fileno(), 100, 0)
         assert read(f"{db}/k") == "new value"
         os.pread(old.fileno(), 100, 0)
