@@ -238,17 +238,18 @@ tap_on_msg (natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *clos
   ConatBackendSub *fixed[TAP_FANOUT_MAX];
   ConatBackendSub **to = fixed;
   g_autofree ConatBackendSub **allocated = NULL;
-  guint n = 0, n_watches = 0;
+  guint n = 0, n_channels, n_watches;
   guint64 number;
   GPtrArray *channels;
 
   g_mutex_lock (&tap->mu);
   number = ++tap->count;
   channels = g_hash_table_lookup (tap->channels, subject);
+  n_channels = channels != NULL ? channels->len : 0;
   n_watches = tap->watches->len;
-  if ((channels != NULL ? channels->len : 0) + n_watches > TAP_FANOUT_MAX)
-    to = allocated = g_new (ConatBackendSub *, channels->len + n_watches);
-  for (guint i = 0; channels != NULL && i < channels->len; i++)
+  if (n_channels + n_watches > TAP_FANOUT_MAX)
+    to = allocated = g_new (ConatBackendSub *, n_channels + n_watches);
+  for (guint i = 0; i < n_channels; i++)
     {
       ConatBackendSub *sub = g_ptr_array_index (channels, i);
 
