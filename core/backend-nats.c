@@ -271,7 +271,6 @@ static void
 dispatch_run (gpointer data, gpointer pool_data)
 {
   Dispatch *d = data;
-
   gpointer batch[DISPATCH_BATCH];
   guint n = 0;
 
