@@ -6,8 +6,9 @@
  * PUT_IDLE_TIMEOUT_US.  The connection has SendAsap, so each message is on
  * its way once published; a flush (PING and PONG) after the batch, as this
  * did until it was measured, only kept the server busy while the change
- * travelled (close() -> inotify elsewhere was 24 µs slower with it).  Unanswered messages may still be applied
- * later, so the batch then fails as "outcome unknown"; retries are harmless
+ * travelled (close() -> inotify elsewhere was 24 µs slower with it).
+ * Unanswered messages may still be applied later, so the batch then fails
+ * as "outcome unknown"; retries are harmless
  * because each message carries Nats-Msg-Id "<writer>.<gen>.<key hash>",
  * which the stream's duplicate window (2 minutes) recognizes.  The ack holds
  * no server time: a put's time is the local clock when its ack arrived (the
