@@ -121,6 +121,17 @@ nats_set_error (NatsBackend *be, GError **error, natsStatus s, jsErrCode jerr,
   g_set_error_literal (error, CONAT_ERROR, code, message);
 }
 
+gboolean
+nats_is_connected (NatsBackend *be)
+{
+  gboolean connected;
+
+  g_mutex_lock (&be->mu);
+  connected = be->connected;
+  g_mutex_unlock (&be->mu);
+  return connected;
+}
+
 /* ----------------------------------------------------------- dispatch */
 
 /* A Dispatch's queue is a FIFO in one array, d->items from d->head on:

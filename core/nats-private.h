@@ -30,7 +30,7 @@ struct _Dispatch {
   gint refs;          /* atomic */
   GMutex mu;          /* guards the fields below, and owner fields that say so */
   GCond cond;
-  GPtrArray *items;   /* queued items from index head on (dispatch_fifo_*) */
+  GPtrArray *items;   /* queued items from index head on (fifo_* in backend-nats.c) */
   guint head;
   gboolean started;   /* FALSE while store_open loads */
   gboolean scheduled; /* pushed to the pool or running */

@@ -55,7 +55,6 @@ struct _ConatBackendSub {
   Dispatch d;
   ConatBackendMessageCallback callback;
   ConatBackendChannelCallback seen;
-  char *scope;            /* immutable: a watch's scope */
   char *subject;          /* immutable: a channel's subject, when it uses a tap */
   GHashTable *noted;      /* d.mu: a watch's subject -> gint64* when last queued */
   gint64 pruned_us;       /* d.mu: when noted was last pruned */
@@ -86,7 +85,6 @@ sub_finalize (Dispatch *d)
   ConatBackendSub *sub = (ConatBackendSub *) d;
 
   g_clear_pointer (&sub->noted, g_hash_table_unref);
-  g_free (sub->scope);
   g_free (sub->subject);
   g_free (sub);
 }
@@ -216,7 +214,7 @@ watch_note (ConatBackendSub *sub, const char *subject)
     return;
   seen = g_new0 (SeenChannel, 1);
   if (!conat_nats_channel_parse (subject, &scope, &seen->name, &seen->path)
-      || strcmp (scope, sub->scope) != 0)
+      || strcmp (scope, sub->tap->scope) != 0)
     {
       seen_free (seen);
       return;
@@ -312,6 +310,19 @@ tap_release (ScopeTap *tap)
   tap_unref (tap);
 }
 
+/* With be->mu held: the open tap of SCOPE (only a shared one if
+ * SHARED_ONLY), with one user more, or NULL. */
+static ScopeTap *
+tap_take_locked (NatsBackend *be, const char *scope, gboolean shared_only)
+{
+  ScopeTap *tap = g_hash_table_lookup (be->taps, scope);
+
+  if (tap == NULL || (shared_only && !tap->shared))
+    return NULL;
+  tap->users++;
+  return tap;
+}
+
 /* The shared tap of SCOPE, with one user more, if there is one. */
 static ScopeTap *
 tap_find_shared (NatsBackend *be, const char *scope)
@@ -319,11 +330,7 @@ tap_find_shared (NatsBackend *be, const char *scope)
   ScopeTap *tap;
 
   g_mutex_lock (&be->mu);
-  tap = g_hash_table_lookup (be->taps, scope);
-  if (tap != NULL && tap->shared)
-    tap->users++;
-  else
-    tap = NULL;
+  tap = tap_take_locked (be, scope, TRUE);
   g_mutex_unlock (&be->mu);
   return tap;
 }
@@ -359,9 +366,7 @@ tap_get (NatsBackend *be, const char *scope, GError **error)
   if (subject == NULL)
     return NULL;
   g_mutex_lock (&be->mu);
-  tap = g_hash_table_lookup (be->taps, scope);
-  if (tap != NULL)
-    tap->users++;
+  tap = tap_take_locked (be, scope, FALSE);
   connected = be->connected;
   g_mutex_unlock (&be->mu);
   if (tap != NULL)
@@ -390,10 +395,8 @@ tap_get (NatsBackend *be, const char *scope, GError **error)
   tap->shared = connected && subscription_confirmed (be, subject, perm_epoch);
 
   g_mutex_lock (&be->mu);
-  other = g_hash_table_lookup (be->taps, scope);
-  if (other != NULL)
-    other->users++;
-  else
+  other = tap_take_locked (be, scope, FALSE);
+  if (other == NULL)
     g_hash_table_insert (be->taps, tap->scope, tap);
   g_mutex_unlock (&be->mu);
   if (other == NULL)
@@ -409,17 +412,6 @@ static void
 sub_on_complete (void *closure)
 {
   dispatch_unref (closure);
-}
-
-gboolean
-nats_is_connected (NatsBackend *be)
-{
-  gboolean connected;
-
-  g_mutex_lock (&be->mu);
-  connected = be->connected;
-  g_mutex_unlock (&be->mu);
-  return connected;
 }
 
 /* Takes SUB's tap, if any, off the tap. */
@@ -570,7 +562,6 @@ nats_watch_scope (ConatBackend *backend, const char *scope, ConatBackendChannelC
     return NULL;
   sub = sub_new (be, &watch_class, user_data);
   sub->seen = callback;
-  sub->scope = g_strdup (scope);
   sub->noted = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   sub->tap = tap;
   g_mutex_lock (&tap->mu);
